@@ -1,0 +1,28 @@
+//! The outband wire protocol between agent and gateway.
+//!
+//! - [`pb`]: the message schema (generated from `schema/outband/v1/tunnel.proto`).
+//! - [`codec`]: the length-prefixed frame codec.
+//! - [`mux`]: the stream multiplexer with per-stream credit-based flow control and
+//!   heartbeats.
+//! - [`identity`]: agent ids derived from public keys.
+//!
+//! Architecture invariant: this crate does no I/O, reads no clock and depends on no
+//! async runtime. Bytes and the current time go in; bytes, events and deadlines come
+//! out. The agent (smol) and the gateway (tokio) drive the same state machines.
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod handshake;
+pub mod identity;
+pub mod mux;
+
+/// Generated protobuf types (package `outband.v1`).
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/outband.v1.rs"));
+}
+
+/// The highest protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The lowest protocol version this build still speaks.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,905 @@
+//! Sans-IO stream multiplexer.
+//!
+//! One [`Mux`] per agent connection. Frames that arrive go into
+//! [`Mux::handle_frame`]; the application opens, accepts, writes, releases and closes
+//! streams through methods; [`Mux::poll_transmit`] yields the frames to send and
+//! [`Mux::poll_event`] what happened. Time goes in through [`Mux::handle_timeout`]
+//! and [`Mux::poll_timeout`] tells when to call it.
+//!
+//! Flow control is per stream and credit based: a receiver grants a window (bytes it
+//! is ready to buffer) and re-grants bytes with `WindowUpdate` once the application
+//! [`released`](Mux::release) them. A sender never queues more than its credit, so the
+//! memory held per stream on either side is bounded by the window, and a stream whose
+//! consumer is slow stops only itself. Data frames of different streams are
+//! interleaved round robin in chunks of at most `max_chunk` bytes, and control frames
+//! (window updates, heartbeats, opens, closes) go before any queued data.
+//!
+//! Stream lifecycle: `Open` → `Accept` | `Refuse`; then `Data`* (the last may carry
+//! `fin`, a half-close); `Close` aborts both directions and is acknowledged by a
+//! `Close` from the peer, after which the id is forgotten. Ids are never reused:
+//! the gateway opens odd ids, the agent even ids.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::pb::{
+    self, CloseCode, Frame, GoAway, Heartbeat, InventoryReport, RefuseCode, StreamKind, frame,
+};
+
+/// Which end of the connection this is. Determines stream id parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Opens odd stream ids.
+    Gateway,
+    /// Opens even stream ids.
+    Agent,
+}
+
+/// Tunables for one connection.
+#[derive(Debug, Clone)]
+pub struct MuxConfig {
+    /// This end's role.
+    pub role: Role,
+    /// The receive window this end grants per stream.
+    pub initial_window: u32,
+    /// The receive window the peer granted per stream (from the hello exchange); used
+    /// for streams the peer opens.
+    pub peer_initial_window: u32,
+    /// Most streams open at once (both directions together).
+    pub max_streams: usize,
+    /// Most payload bytes in one data frame.
+    pub max_chunk: usize,
+    /// Interval between heartbeats.
+    pub heartbeat_interval: Duration,
+    /// The peer is dead after this many intervals without any frame from it.
+    pub dead_after_intervals: u32,
+}
+
+impl MuxConfig {
+    /// Defaults for `role`: 256 KiB windows, 1024 streams, 32 KiB chunks, 5 s
+    /// heartbeats, dead after 3 silent intervals.
+    pub fn new(role: Role) -> Self {
+        Self {
+            role,
+            initial_window: 256 * 1024,
+            peer_initial_window: 256 * 1024,
+            max_streams: 1024,
+            max_chunk: 32 * 1024,
+            heartbeat_interval: Duration::from_secs(5),
+            dead_after_intervals: 3,
+        }
+    }
+}
+
+/// Identifies a stream on one connection.
+pub type StreamId = u32;
+
+/// Something the application must know about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The peer asks to open a stream; answer with [`Mux::accept`] or [`Mux::refuse`].
+    Opened {
+        /// Stream id.
+        id: StreamId,
+        /// What kind of stream.
+        kind: StreamKind,
+        /// The requested endpoint.
+        target: String,
+    },
+    /// A stream we opened was accepted.
+    Accepted {
+        /// Stream id.
+        id: StreamId,
+    },
+    /// A stream we opened was refused; the id is gone.
+    Refused {
+        /// Stream id.
+        id: StreamId,
+        /// Why.
+        code: RefuseCode,
+        /// Human-readable reason.
+        message: String,
+    },
+    /// Payload arrived. Call [`Mux::release`] once it has been consumed.
+    Data {
+        /// Stream id.
+        id: StreamId,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// The peer will send no more data on this stream.
+    Finished {
+        /// Stream id.
+        id: StreamId,
+    },
+    /// Send credit became available on a stream whose last write was cut short.
+    Writable {
+        /// Stream id.
+        id: StreamId,
+    },
+    /// The peer closed (aborted) the stream; the id is gone.
+    Closed {
+        /// Stream id.
+        id: StreamId,
+        /// Why.
+        code: CloseCode,
+        /// Human-readable reason.
+        message: String,
+    },
+    /// A unary request from the peer; answer with [`Mux::reply`].
+    Request(pb::Request),
+    /// A reply to one of our requests.
+    Reply(pb::Reply),
+    /// The peer's inventory.
+    Inventory(InventoryReport),
+}
+
+/// The connection must be closed. A `GoAway` explaining it has been queued where it
+/// makes sense; flush [`Mux::poll_transmit`] before closing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnError {
+    /// The peer broke the protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The peer said goodbye.
+    #[error("peer went away: {0}")]
+    GoAway(String),
+    /// Nothing arrived for too long.
+    #[error("peer silent for {0:?} (heartbeat timeout)")]
+    Dead(Duration),
+    /// We closed the connection.
+    #[error("connection closed locally: {0}")]
+    Closed(String),
+    /// The transport failed or ended without a `GoAway`.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+/// An operation on one stream failed; the connection is fine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// No such stream (never opened, or already closed).
+    #[error("no such stream {0}")]
+    Unknown(StreamId),
+    /// The stream is not accepted yet, or was already finished for writing.
+    #[error("stream {0} is not writable")]
+    NotWritable(StreamId),
+    /// Too many streams are open.
+    #[error("too many open streams (max {0})")]
+    TooMany(usize),
+    /// The connection is closed.
+    #[error("connection closed")]
+    ConnectionClosed,
+}
+
+#[derive(Debug)]
+struct Stream {
+    /// Opened by us and not answered yet.
+    pending_accept: bool,
+    /// Opened by the peer and not answered by us yet.
+    awaiting_our_answer: bool,
+    /// We sent Close and wait for the peer's Close to forget the id.
+    closing: bool,
+    /// Bytes we may still accept into the send queue.
+    send_credit: u64,
+    send_queue: VecDeque<Bytes>,
+    send_queued: usize,
+    fin_requested: bool,
+    fin_sent: bool,
+    write_blocked: bool,
+    /// Bytes the peer may still send before our next WindowUpdate.
+    recv_remaining: u64,
+    /// Released bytes not yet re-granted.
+    recv_to_grant: u64,
+    recv_window: u32,
+    recv_fin: bool,
+}
+
+impl Stream {
+    fn new(recv_window: u32, send_credit: u32) -> Self {
+        Self {
+            pending_accept: false,
+            awaiting_our_answer: false,
+            closing: false,
+            send_credit: send_credit.into(),
+            send_queue: VecDeque::new(),
+            send_queued: 0,
+            fin_requested: false,
+            fin_sent: false,
+            write_blocked: false,
+            recv_remaining: recv_window.into(),
+            recv_to_grant: 0,
+            recv_window,
+            recv_fin: false,
+        }
+    }
+}
+
+/// The multiplexer state machine for one connection.
+#[derive(Debug)]
+pub struct Mux {
+    cfg: MuxConfig,
+    streams: HashMap<StreamId, Stream>,
+    next_local_id: StreamId,
+    /// Highest id the peer has opened so far.
+    peer_max_id: StreamId,
+    control: VecDeque<Frame>,
+    /// Streams with queued data or a pending fin, served round robin.
+    ready: VecDeque<StreamId>,
+    in_ready: HashSet<StreamId>,
+    events: VecDeque<Event>,
+    last_recv: Instant,
+    next_heartbeat: Instant,
+    heartbeat_seq: u64,
+    next_request_id: u64,
+    closed: Option<ConnError>,
+}
+
+impl Mux {
+    /// A new multiplexer; `now` starts the heartbeat clock.
+    pub fn new(cfg: MuxConfig, now: Instant) -> Self {
+        let next_local_id = match cfg.role {
+            Role::Gateway => 1,
+            Role::Agent => 2,
+        };
+        Self {
+            next_heartbeat: now + cfg.heartbeat_interval,
+            cfg,
+            streams: HashMap::new(),
+            next_local_id,
+            peer_max_id: 0,
+            control: VecDeque::new(),
+            ready: VecDeque::new(),
+            in_ready: HashSet::new(),
+            events: VecDeque::new(),
+            last_recv: now,
+            heartbeat_seq: 0,
+            next_request_id: 1,
+            closed: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MuxConfig {
+        &self.cfg
+    }
+
+    /// Number of streams that hold an id (open, opening or closing).
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn close_reason(&self) -> Option<&ConnError> {
+        self.closed.as_ref()
+    }
+
+    fn is_peer_id(&self, id: StreamId) -> bool {
+        let odd = id % 2 == 1;
+        match self.cfg.role {
+            Role::Gateway => !odd,
+            Role::Agent => odd,
+        }
+    }
+
+    fn fail(&mut self, err: ConnError) -> ConnError {
+        // Whatever was queued is moot; the GoAway tells the peer why.
+        self.control.clear();
+        if !matches!(err, ConnError::GoAway(_) | ConnError::Transport(_)) {
+            self.control.push_back(go_away(&err.to_string()));
+        }
+        self.streams.clear();
+        self.ready.clear();
+        self.in_ready.clear();
+        self.closed = Some(err.clone());
+        err
+    }
+
+    /// Fails the connection for a protocol violation found outside the multiplexer
+    /// (e.g. by the frame decoder); queues a `GoAway` with the reason.
+    pub fn fail_protocol(&mut self, reason: String) -> ConnError {
+        match &self.closed {
+            Some(err) => err.clone(),
+            None => self.fail(ConnError::Protocol(reason)),
+        }
+    }
+
+    /// Fails the connection because the transport broke; nothing is queued.
+    pub fn fail_transport(&mut self, reason: String) -> ConnError {
+        match &self.closed {
+            Some(err) => err.clone(),
+            None => {
+                let err = ConnError::Transport(reason);
+                self.closed = Some(err.clone());
+                self.streams.clear();
+                self.control.clear();
+                self.ready.clear();
+                self.in_ready.clear();
+                err
+            }
+        }
+    }
+
+    /// Closes the whole connection with `reason` (queues a `GoAway`).
+    pub fn close_connection(&mut self, reason: &str) {
+        if self.closed.is_none() {
+            self.fail(ConnError::Closed(reason.to_owned()));
+        }
+    }
+
+    /// Feeds one received frame.
+    pub fn handle_frame(&mut self, frame: Frame, now: Instant) -> Result<(), ConnError> {
+        if let Some(err) = &self.closed {
+            return Err(err.clone());
+        }
+        self.last_recv = now;
+        let Some(kind) = frame.kind else {
+            return Err(self.fail(ConnError::Protocol("frame without a kind".into())));
+        };
+        let res = match kind {
+            frame::Kind::Heartbeat(hb) => {
+                if !hb.reply {
+                    self.control.push_back(Frame {
+                        kind: Some(frame::Kind::Heartbeat(Heartbeat {
+                            seq: hb.seq,
+                            reply: true,
+                        })),
+                    });
+                }
+                Ok(())
+            }
+            frame::Kind::Open(open) => self.on_open(open),
+            frame::Kind::Accept(acc) => self.on_accept(acc),
+            frame::Kind::Refuse(r) => self.on_refuse(r),
+            frame::Kind::Data(d) => self.on_data(d),
+            frame::Kind::Window(w) => self.on_window(w),
+            frame::Kind::Close(c) => self.on_close(c),
+            frame::Kind::Request(r) => {
+                self.events.push_back(Event::Request(r));
+                Ok(())
+            }
+            frame::Kind::Reply(r) => {
+                self.events.push_back(Event::Reply(r));
+                Ok(())
+            }
+            frame::Kind::Inventory(inv) => {
+                self.events.push_back(Event::Inventory(inv));
+                Ok(())
+            }
+            frame::Kind::GoAway(g) => {
+                let err = ConnError::GoAway(g.reason);
+                self.streams.clear();
+                self.closed = Some(err.clone());
+                return Err(err);
+            }
+            frame::Kind::Hello(_) | frame::Kind::HelloAck(_) => {
+                Err("hello after the handshake".to_owned())
+            }
+        };
+        res.map_err(|reason| self.fail(ConnError::Protocol(reason)))
+    }
+
+    /// Looks up a live stream for a frame from the peer. `Ok(None)` means the frame
+    /// is for a stream we closed ourselves and is to be ignored.
+    fn peer_stream(&mut self, id: StreamId, what: &str) -> Result<Option<&mut Stream>, String> {
+        let used = self.was_used(id);
+        match self.streams.get_mut(&id) {
+            Some(s) if s.closing => Ok(None),
+            Some(s) => Ok(Some(s)),
+            // Control frames can cross a close or a refusal in flight: ignore them.
+            None if used && what != "data" => Ok(None),
+            None if used => Err(format!("data for closed stream {id}")),
+            None => Err(format!("{what} for unknown stream {id}")),
+        }
+    }
+
+    /// Whether `id` was ever allocated on this connection.
+    fn was_used(&self, id: StreamId) -> bool {
+        id != 0
+            && if self.is_peer_id(id) {
+                id <= self.peer_max_id
+            } else {
+                id < self.next_local_id
+            }
+    }
+
+    /// Forgets a stream once both directions have finished.
+    fn reap_if_done(&mut self, id: StreamId) {
+        if let Some(s) = self.streams.get(&id) {
+            if s.fin_sent && s.recv_fin && !s.closing {
+                self.remove_stream(id);
+            }
+        }
+    }
+
+    fn on_open(&mut self, open: pb::StreamOpen) -> Result<(), String> {
+        let id = open.stream_id;
+        if id == 0 || !self.is_peer_id(id) {
+            return Err(format!("open with stream id {id} of the wrong parity"));
+        }
+        if id <= self.peer_max_id {
+            return Err(format!("duplicate or reused stream id {id}"));
+        }
+        self.peer_max_id = id;
+        let window = if open.initial_window == 0 {
+            self.cfg.peer_initial_window
+        } else {
+            open.initial_window
+        };
+        if self.streams.len() >= self.cfg.max_streams {
+            self.control.push_back(Frame {
+                kind: Some(frame::Kind::Refuse(pb::StreamRefuse {
+                    stream_id: id,
+                    code: RefuseCode::TooManyStreams as i32,
+                    message: format!("at most {} streams per connection", self.cfg.max_streams),
+                })),
+            });
+            return Ok(());
+        }
+        let mut s = Stream::new(self.cfg.initial_window, window);
+        s.awaiting_our_answer = true;
+        self.streams.insert(id, s);
+        self.events.push_back(Event::Opened {
+            id,
+            kind: StreamKind::try_from(open.kind).unwrap_or(StreamKind::Unspecified),
+            target: open.target,
+        });
+        Ok(())
+    }
+
+    fn on_accept(&mut self, acc: pb::StreamAccept) -> Result<(), String> {
+        let id = acc.stream_id;
+        let Some(s) = self.peer_stream(id, "accept")? else {
+            return Ok(());
+        };
+        if !s.pending_accept {
+            return Err(format!("accept for stream {id} that is not opening"));
+        }
+        s.pending_accept = false;
+        s.send_credit = acc.initial_window.into();
+        if s.send_credit > 0 {
+            s.write_blocked = false;
+        }
+        let schedule = s.fin_requested;
+        self.events.push_back(Event::Accepted { id });
+        if schedule {
+            self.schedule(id);
+        }
+        Ok(())
+    }
+
+    fn on_refuse(&mut self, r: pb::StreamRefuse) -> Result<(), String> {
+        let id = r.stream_id;
+        let Some(s) = self.peer_stream(id, "refuse")? else {
+            // We cancelled it meanwhile; the refusal ends it as a close would.
+            self.streams.remove(&id);
+            return Ok(());
+        };
+        if !s.pending_accept {
+            return Err(format!("refuse for stream {id} that is not opening"));
+        }
+        self.remove_stream(id);
+        self.events.push_back(Event::Refused {
+            id,
+            code: RefuseCode::try_from(r.code).unwrap_or(RefuseCode::Unspecified),
+            message: r.message,
+        });
+        Ok(())
+    }
+
+    fn on_data(&mut self, d: pb::StreamData) -> Result<(), String> {
+        let id = d.stream_id;
+        let Some(s) = self.peer_stream(id, "data")? else {
+            return Ok(());
+        };
+        if s.pending_accept || s.awaiting_our_answer {
+            return Err(format!("data on stream {id} before it was accepted"));
+        }
+        if s.recv_fin {
+            return Err(format!("data on stream {id} after fin"));
+        }
+        let len = d.data.len() as u64;
+        if len > s.recv_remaining {
+            return Err(format!(
+                "stream {id} exceeded its window ({len} bytes with {} left)",
+                s.recv_remaining
+            ));
+        }
+        s.recv_remaining -= len;
+        s.recv_fin = d.fin;
+        if !d.data.is_empty() {
+            self.events.push_back(Event::Data { id, data: d.data });
+        }
+        if d.fin {
+            self.events.push_back(Event::Finished { id });
+            self.reap_if_done(id);
+        }
+        Ok(())
+    }
+
+    fn on_window(&mut self, w: pb::WindowUpdate) -> Result<(), String> {
+        let id = w.stream_id;
+        let Some(s) = self.peer_stream(id, "window update")? else {
+            return Ok(());
+        };
+        s.send_credit = s.send_credit.saturating_add(w.increment.into());
+        // A credit larger than 4 GiB is nonsense and would let us queue without bound.
+        if s.send_credit > u64::from(u32::MAX) {
+            return Err(format!("stream {id} window grew beyond 4 GiB"));
+        }
+        if s.write_blocked && s.send_credit > 0 {
+            s.write_blocked = false;
+            self.events.push_back(Event::Writable { id });
+        }
+        Ok(())
+    }
+
+    fn on_close(&mut self, c: pb::StreamClose) -> Result<(), String> {
+        let id = c.stream_id;
+        match self.streams.get(&id) {
+            Some(s) if s.closing => {
+                // The acknowledgement of our own close.
+                self.remove_stream(id);
+                Ok(())
+            }
+            Some(_) => {
+                self.remove_stream(id);
+                self.control.push_back(close_frame(id, CloseCode::Normal, ""));
+                self.events.push_back(Event::Closed {
+                    id,
+                    code: CloseCode::try_from(c.code).unwrap_or(CloseCode::Unspecified),
+                    message: c.message,
+                });
+                Ok(())
+            }
+            None if self.was_used(id) => Ok(()),
+            None => Err(format!("close for unknown stream {id}")),
+        }
+    }
+
+    fn remove_stream(&mut self, id: StreamId) {
+        self.streams.remove(&id);
+        if self.in_ready.remove(&id) {
+            self.ready.retain(|r| *r != id);
+        }
+    }
+
+    fn schedule(&mut self, id: StreamId) {
+        if self.in_ready.insert(id) {
+            self.ready.push_back(id);
+        }
+    }
+
+    fn live(&mut self, id: StreamId) -> Result<&mut Stream, StreamError> {
+        if self.closed.is_some() {
+            return Err(StreamError::ConnectionClosed);
+        }
+        match self.streams.get_mut(&id) {
+            Some(s) if !s.closing => Ok(s),
+            _ => Err(StreamError::Unknown(id)),
+        }
+    }
+
+    /// Opens a stream to `target`. Wait for [`Event::Accepted`] or [`Event::Refused`].
+    pub fn open(&mut self, kind: StreamKind, target: &str) -> Result<StreamId, StreamError> {
+        if self.closed.is_some() {
+            return Err(StreamError::ConnectionClosed);
+        }
+        if self.streams.len() >= self.cfg.max_streams {
+            return Err(StreamError::TooMany(self.cfg.max_streams));
+        }
+        let id = self.next_local_id;
+        self.next_local_id = self.next_local_id.checked_add(2).ok_or(StreamError::TooMany(0))?;
+        let mut s = Stream::new(self.cfg.initial_window, 0);
+        s.pending_accept = true;
+        self.streams.insert(id, s);
+        self.control.push_back(Frame {
+            kind: Some(frame::Kind::Open(pb::StreamOpen {
+                stream_id: id,
+                kind: kind as i32,
+                target: target.to_owned(),
+                initial_window: self.cfg.initial_window,
+            })),
+        });
+        Ok(id)
+    }
+
+    /// Accepts a stream the peer opened.
+    pub fn accept(&mut self, id: StreamId) -> Result<(), StreamError> {
+        let window = self.cfg.initial_window;
+        let s = self.live(id)?;
+        if !s.awaiting_our_answer {
+            return Err(StreamError::Unknown(id));
+        }
+        s.awaiting_our_answer = false;
+        self.control.push_back(Frame {
+            kind: Some(frame::Kind::Accept(pb::StreamAccept {
+                stream_id: id,
+                initial_window: window,
+            })),
+        });
+        Ok(())
+    }
+
+    /// Refuses a stream the peer opened; the id is gone.
+    pub fn refuse(&mut self, id: StreamId, code: RefuseCode, message: &str) -> Result<(), StreamError> {
+        let s = self.live(id)?;
+        if !s.awaiting_our_answer {
+            return Err(StreamError::Unknown(id));
+        }
+        self.remove_stream(id);
+        self.control.push_back(Frame {
+            kind: Some(frame::Kind::Refuse(pb::StreamRefuse {
+                stream_id: id,
+                code: code as i32,
+                message: message.to_owned(),
+            })),
+        });
+        Ok(())
+    }
+
+    /// Bytes that [`Mux::send`] would accept now on `id`.
+    pub fn send_capacity(&self, id: StreamId) -> usize {
+        match self.streams.get(&id) {
+            Some(s) if !s.closing && !s.pending_accept && !s.fin_requested => {
+                usize::try_from(s.send_credit).unwrap_or(usize::MAX)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Queues up to the stream's credit of `data`; returns how many bytes were taken.
+    /// When that is less than `data.len()`, an [`Event::Writable`] follows once the
+    /// peer grants more.
+    pub fn send(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
+        let s = self.live(id)?;
+        if s.awaiting_our_answer || s.fin_requested {
+            return Err(StreamError::NotWritable(id));
+        }
+        let n = usize::try_from(s.send_credit)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        if n < data.len() {
+            s.write_blocked = true;
+        }
+        if n > 0 {
+            s.send_credit -= n as u64;
+            s.send_queue.push_back(Bytes::copy_from_slice(&data[..n]));
+            s.send_queued += n;
+            self.schedule(id);
+        }
+        Ok(n)
+    }
+
+    /// Half-closes the stream: no more data from us after what is queued.
+    pub fn finish(&mut self, id: StreamId) -> Result<(), StreamError> {
+        let s = self.live(id)?;
+        if s.awaiting_our_answer {
+            return Err(StreamError::NotWritable(id));
+        }
+        if !s.fin_requested {
+            s.fin_requested = true;
+            if !s.pending_accept {
+                self.schedule(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns `n` consumed bytes of received data to the peer as credit. Window
+    /// updates are batched: one goes out once a quarter of the window was released.
+    pub fn release(&mut self, id: StreamId, n: usize) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.closing || s.recv_fin {
+            return;
+        }
+        let window = u64::from(s.recv_window);
+        s.recv_to_grant = (s.recv_to_grant + n as u64).min(window);
+        let outstanding = window.saturating_sub(s.recv_remaining);
+        let grant = s.recv_to_grant.min(outstanding);
+        if grant > 0 && (grant >= window / 4 || s.recv_remaining == 0 && grant == outstanding) {
+            s.recv_remaining += grant;
+            s.recv_to_grant -= grant;
+            self.control.push_back(Frame {
+                kind: Some(frame::Kind::Window(pb::WindowUpdate {
+                    stream_id: id,
+                    increment: grant as u32,
+                })),
+            });
+        }
+    }
+
+    /// Aborts a stream in both directions. The id is kept until the peer
+    /// acknowledges, so frames already in flight are recognised and dropped.
+    pub fn close(&mut self, id: StreamId, code: CloseCode, message: &str) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.closing {
+            return;
+        }
+        s.closing = true;
+        s.send_queue.clear();
+        s.send_queued = 0;
+        if self.in_ready.remove(&id) {
+            self.ready.retain(|r| *r != id);
+        }
+        self.control.push_back(close_frame(id, code, message));
+    }
+
+    /// Sends a unary request; the reply arrives as [`Event::Reply`] with the returned id.
+    pub fn request(&mut self, body: pb::request::Body) -> Result<u64, StreamError> {
+        if self.closed.is_some() {
+            return Err(StreamError::ConnectionClosed);
+        }
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        self.control.push_back(Frame {
+            kind: Some(frame::Kind::Request(pb::Request {
+                request_id: id,
+                body: Some(body),
+            })),
+        });
+        Ok(id)
+    }
+
+    /// Answers a request.
+    pub fn reply(&mut self, request_id: u64, body: pb::reply::Body) {
+        if self.closed.is_none() {
+            self.control.push_back(Frame {
+                kind: Some(frame::Kind::Reply(pb::Reply {
+                    request_id,
+                    body: Some(body),
+                })),
+            });
+        }
+    }
+
+    /// Sends an inventory report.
+    pub fn send_inventory(&mut self, report: InventoryReport) {
+        if self.closed.is_none() {
+            self.control.push_back(Frame {
+                kind: Some(frame::Kind::Inventory(report)),
+            });
+        }
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next frame to send: control frames first, then data round robin.
+    pub fn poll_transmit(&mut self) -> Option<Frame> {
+        if let Some(f) = self.control.pop_front() {
+            return Some(f);
+        }
+        while let Some(id) = self.ready.pop_front() {
+            self.in_ready.remove(&id);
+            let max_chunk = self.cfg.max_chunk;
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            if s.closing || s.fin_sent || s.pending_accept {
+                continue;
+            }
+            let data = take_chunk(s, max_chunk);
+            let fin = s.fin_requested && s.send_queued == 0;
+            if data.is_empty() && !fin {
+                continue;
+            }
+            if fin {
+                s.fin_sent = true;
+                self.reap_if_done(id);
+            } else if s.send_queued > 0 || s.fin_requested {
+                self.schedule(id);
+            }
+            return Some(Frame {
+                kind: Some(frame::Kind::Data(pb::StreamData {
+                    stream_id: id,
+                    data,
+                    fin,
+                })),
+            });
+        }
+        None
+    }
+
+    /// True if [`Mux::poll_transmit`] would return a frame.
+    pub fn has_transmit(&self) -> bool {
+        !self.control.is_empty() || !self.ready.is_empty()
+    }
+
+    /// When [`Mux::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed.is_some() {
+            return None;
+        }
+        Some(self.next_heartbeat.min(self.dead_deadline()))
+    }
+
+    fn dead_deadline(&self) -> Instant {
+        self.last_recv + self.cfg.heartbeat_interval * self.cfg.dead_after_intervals
+    }
+
+    /// Advances the clock: sends due heartbeats, and fails the connection if the peer
+    /// has been silent for too long.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ConnError> {
+        if let Some(err) = &self.closed {
+            return Err(err.clone());
+        }
+        if now >= self.dead_deadline() {
+            let silent = now.saturating_duration_since(self.last_recv);
+            return Err(self.fail(ConnError::Dead(silent)));
+        }
+        if now >= self.next_heartbeat {
+            self.heartbeat_seq += 1;
+            self.control.push_back(Frame {
+                kind: Some(frame::Kind::Heartbeat(Heartbeat {
+                    seq: self.heartbeat_seq,
+                    reply: false,
+                })),
+            });
+            self.next_heartbeat = now + self.cfg.heartbeat_interval;
+        }
+        Ok(())
+    }
+}
+
+fn take_chunk(s: &mut Stream, max: usize) -> Bytes {
+    let Some(front) = s.send_queue.front_mut() else {
+        return Bytes::new();
+    };
+    if front.len() >= max {
+        let chunk = front.split_to(max);
+        if front.is_empty() {
+            s.send_queue.pop_front();
+        }
+        s.send_queued -= chunk.len();
+        return chunk;
+    }
+    if s.send_queue.len() == 1 {
+        let chunk = s.send_queue.pop_front().unwrap_or_default();
+        s.send_queued -= chunk.len();
+        return chunk;
+    }
+    // Coalesce small writes into one frame.
+    let mut out = BytesMut::with_capacity(max.min(s.send_queued));
+    while let Some(front) = s.send_queue.front_mut() {
+        let room = max - out.len();
+        if room == 0 {
+            break;
+        }
+        if front.len() <= room {
+            out.extend_from_slice(front);
+            s.send_queue.pop_front();
+        } else {
+            out.extend_from_slice(&front.split_to(room));
+        }
+    }
+    s.send_queued -= out.len();
+    out.freeze()
+}
+
+fn close_frame(id: StreamId, code: CloseCode, message: &str) -> Frame {
+    Frame {
+        kind: Some(frame::Kind::Close(pb::StreamClose {
+            stream_id: id,
+            code: code as i32,
+            message: message.to_owned(),
+        })),
+    }
+}
+
+/// A `GoAway` frame.
+pub fn go_away(reason: &str) -> Frame {
+    Frame {
+        kind: Some(frame::Kind::GoAway(GoAway {
+            reason: reason.to_owned(),
+        })),
+    }
+}

@@ -1,0 +1,260 @@
+//! The connection driver: one future per connection that moves frames between the
+//! transport and the multiplexer and ticks its clock.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_io::{AsyncRead, AsyncWrite};
+use outband_proto::codec::{self, FrameDecoder};
+use outband_proto::mux::ConnError;
+
+use crate::{Shared, Timer};
+
+/// Write buffer high-water mark: frames are encoded until this much is pending.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
+/// Bytes read from the transport per read call.
+const READ_CHUNK: usize = 64 * 1024;
+/// How long a closing connection may take to flush its `GoAway`.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Reads per poll before yielding, so one busy connection cannot starve a thread.
+const READS_PER_POLL: usize = 16;
+
+type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Drives one connection. Completes with the reason the connection ended.
+pub struct Driver<IO> {
+    io: IO,
+    shared: Arc<Shared>,
+    timer: Box<dyn Timer>,
+    sleep: Option<(Instant, Sleep)>,
+    decoder: FrameDecoder,
+    read_buf: Box<[u8]>,
+    write_buf: BytesMut,
+    max_frame: usize,
+    /// Set once the connection failed; the driver flushes and closes the transport.
+    closing: Option<(ConnError, Instant)>,
+    finished: bool,
+}
+
+impl<IO> std::fmt::Debug for Driver<IO> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("closing", &self.closing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
+    pub(crate) fn new(io: IO, shared: Arc<Shared>, timer: Box<dyn Timer>, max_frame: usize) -> Self {
+        Self {
+            io,
+            shared,
+            timer,
+            sleep: None,
+            decoder: FrameDecoder::new(max_frame),
+            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            write_buf: BytesMut::with_capacity(WRITE_HIGH_WATER),
+            max_frame,
+            closing: None,
+            finished: false,
+        }
+    }
+
+    fn start_closing(&mut self, err: ConnError, now: Instant) {
+        if self.closing.is_none() {
+            match &err {
+                ConnError::Transport(_) | ConnError::GoAway(_) => {}
+                _ => tracing::debug!(reason = %err, "closing agent connection"),
+            }
+            self.shared.lock().set_closed(err.clone());
+            self.closing = Some((err, now + CLOSE_GRACE));
+        }
+    }
+
+    /// Arms the sleep for `deadline` unless it is already armed for it.
+    fn poll_sleep(&mut self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        if self.sleep.as_ref().is_none_or(|(d, _)| *d != deadline) {
+            self.sleep = Some((deadline, self.timer.sleep_until(deadline)));
+        }
+        let (_, sleep) = self.sleep.as_mut().expect("armed above");
+        let res = sleep.as_mut().poll(cx);
+        if res.is_ready() {
+            self.sleep = None;
+        }
+        res
+    }
+
+    /// Reads what is available and feeds the multiplexer. Returns true on progress.
+    fn poll_reads(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        for _ in 0..READS_PER_POLL {
+            match Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf) {
+                Poll::Pending => break,
+                Poll::Ready(Ok(0)) => {
+                    let reason = match self.decoder.finish() {
+                        Ok(()) => "peer closed the connection".to_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    let err = self.shared.lock().mux.fail_transport(reason);
+                    self.start_closing(err, Instant::now());
+                    return true;
+                }
+                Poll::Ready(Err(e)) => {
+                    let err = self.shared.lock().mux.fail_transport(e.to_string());
+                    self.start_closing(err, Instant::now());
+                    return true;
+                }
+                Poll::Ready(Ok(n)) => {
+                    progress = true;
+                    self.shared.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    self.decoder.extend(&self.read_buf[..n]);
+                    if let Err(err) = self.decode_all() {
+                        self.start_closing(err, Instant::now());
+                        return true;
+                    }
+                }
+            }
+        }
+        progress
+    }
+
+    fn decode_all(&mut self) -> Result<(), ConnError> {
+        let now = Instant::now();
+        let mut st = self.shared.lock();
+        loop {
+            let frame = match self.decoder.decode() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Err(st.mux.fail_protocol(e.to_string())),
+            };
+            self.shared.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+            let res = st.mux.handle_frame(frame, now);
+            st.dispatch_events();
+            res?;
+        }
+        Ok(())
+    }
+
+    /// Encodes queued frames and writes them. Returns true on progress.
+    fn poll_writes(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
+        let mut progress = false;
+        loop {
+            if self.write_buf.len() < WRITE_HIGH_WATER {
+                let mut st = self.shared.lock();
+                while self.write_buf.len() < WRITE_HIGH_WATER {
+                    let Some(frame) = st.mux.poll_transmit() else { break };
+                    if let Err(e) = codec::encode_frame(&frame, self.max_frame, &mut self.write_buf) {
+                        // Our own frames are bounded by construction; this is a bug.
+                        tracing::error!(error = %e, kind = codec::kind_name(&frame), "dropping unencodable frame");
+                        continue;
+                    }
+                    self.shared.stats.frames_out.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if self.write_buf.is_empty() {
+                break;
+            }
+            match Pin::new(&mut self.io).poll_write(cx, &self.write_buf)? {
+                Poll::Pending => return Ok(progress),
+                Poll::Ready(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(n) => {
+                    progress = true;
+                    self.shared.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                    let _ = self.write_buf.split_to(n);
+                }
+            }
+        }
+        if progress {
+            // Nothing more to write right now: push it out (TLS record, socket).
+            match Pin::new(&mut self.io).poll_flush(cx)? {
+                Poll::Ready(()) | Poll::Pending => {}
+            }
+        }
+        Ok(progress)
+    }
+
+    fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<ConnError> {
+        let (err, deadline) = self.closing.clone().expect("closing");
+        let flushed = match self.poll_writes(cx) {
+            Ok(_) => self.write_buf.is_empty(),
+            Err(_) => true,
+        };
+        let timed_out = self.poll_sleep(deadline, cx).is_ready();
+        if flushed || timed_out {
+            let _ = Pin::new(&mut self.io).poll_close(cx);
+            self.finished = true;
+            return Poll::Ready(err);
+        }
+        Poll::Pending
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
+    type Output = ConnError;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ConnError> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(
+                this.closing
+                    .as_ref()
+                    .map(|c| c.0.clone())
+                    .unwrap_or_else(|| ConnError::Closed("driver finished".into())),
+            );
+        }
+        loop {
+            if this.closing.is_some() {
+                return this.poll_closing(cx);
+            }
+            let now = Instant::now();
+            let deadline = {
+                let mut st = this.shared.lock();
+                st.driver_waker = Some(cx.waker().clone());
+                if let Some(err) = st.mux.close_reason().cloned() {
+                    drop(st);
+                    this.start_closing(err, now);
+                    continue;
+                }
+                let mut deadline = st.mux.poll_timeout();
+                if deadline.is_some_and(|d| d <= now) {
+                    let res = st.mux.handle_timeout(now);
+                    st.dispatch_events();
+                    if let Err(err) = res {
+                        drop(st);
+                        this.start_closing(err, now);
+                        continue;
+                    }
+                    deadline = st.mux.poll_timeout();
+                }
+                deadline
+            };
+            let mut progress = false;
+            if let Some(deadline) = deadline {
+                if this.poll_sleep(deadline, cx).is_ready() {
+                    progress = true;
+                }
+            }
+            progress |= this.poll_reads(cx);
+            if this.closing.is_some() {
+                continue;
+            }
+            match this.poll_writes(cx) {
+                Ok(p) => progress |= p,
+                Err(e) => {
+                    let err = this.shared.lock().mux.fail_transport(e.to_string());
+                    this.start_closing(err, now);
+                    continue;
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! The async shell around [`outband_proto::mux::Mux`], shared by the agent (smol) and
+//! the gateway (tokio).
+//!
+//! It depends on no runtime: the transport is any `futures_io::AsyncRead +
+//! AsyncWrite` (tokio streams go through `tokio_util::compat`), and timers come from
+//! a [`Timer`] the caller provides. [`Tunnel::new`] returns a cloneable handle and a
+//! [`Driver`] future that the caller spawns; the driver reads, writes and ticks the
+//! heartbeat clock, and ends with the reason the connection closed.
+//!
+//! Streams are [`Stream`]s implementing `AsyncRead + AsyncWrite`; their buffers are
+//! bounded by the multiplexer's windows, so a slow consumer only stalls itself.
+
+mod driver;
+mod frames;
+mod stream;
+
+use std::collections::{HashMap, VecDeque};
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use bytes::Bytes;
+use outband_proto::mux::{ConnError, Event, Mux, StreamError, StreamId};
+use outband_proto::pb::{self, CloseCode, InventoryReport, RefuseCode, StreamKind};
+
+pub use driver::Driver;
+pub use frames::{FrameIoError, read_frame, write_frame};
+pub use stream::Stream;
+
+/// Source of timers for the driver's heartbeat clock.
+pub trait Timer: Send + Sync + 'static {
+    /// A future that completes at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// Why opening a stream failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The peer refused the stream.
+    #[error("refused ({code:?}): {message}")]
+    Refused {
+        /// Refusal code.
+        code: RefuseCode,
+        /// Peer's reason.
+        message: String,
+    },
+    /// The stream could not be opened locally.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    /// The connection ended.
+    #[error("connection closed: {0}")]
+    Connection(ConnError),
+}
+
+/// Something the peer started.
+#[derive(Debug)]
+pub enum Incoming {
+    /// The peer wants a stream; accept or refuse it.
+    Stream(PendingStream),
+    /// A unary request; answer with [`Tunnel::reply`].
+    Request(pb::Request),
+    /// The peer's inventory.
+    Inventory(InventoryReport),
+}
+
+/// Transfer counters for one connection.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Frames received.
+    pub frames_in: AtomicU64,
+    /// Frames sent.
+    pub frames_out: AtomicU64,
+    /// Bytes received (including headers).
+    pub bytes_in: AtomicU64,
+    /// Bytes sent (including headers).
+    pub bytes_out: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct RecvState {
+    chunks: VecDeque<Bytes>,
+    fin: bool,
+    /// The peer aborted the stream.
+    reset: Option<(CloseCode, String)>,
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+}
+
+#[derive(Debug)]
+enum OpenState {
+    Waiting(Option<Waker>),
+    Done(Result<(), OpenError>),
+}
+
+#[derive(Debug)]
+struct State {
+    mux: Mux,
+    streams: HashMap<StreamId, RecvState>,
+    opening: HashMap<StreamId, OpenState>,
+    replies: HashMap<u64, (Option<Waker>, Option<pb::Reply>)>,
+    incoming: VecDeque<Incoming>,
+    incoming_waker: Option<Waker>,
+    driver_waker: Option<Waker>,
+    closed: Option<ConnError>,
+    closed_wakers: Vec<Waker>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    stats: Stats,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the mux in a consistent state (every
+        // method is all-or-nothing), so poisoning is not a reason to cascade.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    fn wake_driver(&mut self) {
+        if let Some(w) = self.driver_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Moves multiplexer events into stream buffers and queues, waking waiters.
+    fn dispatch_events(&mut self) {
+        while let Some(ev) = self.mux.poll_event() {
+            match ev {
+                Event::Opened { id, kind, target } => {
+                    self.streams.insert(id, RecvState::default());
+                    self.incoming.push_back(Incoming::Stream(PendingStream {
+                        id,
+                        kind,
+                        target,
+                        shared: None,
+                    }));
+                    wake(&mut self.incoming_waker);
+                }
+                Event::Accepted { id } => self.finish_open(id, Ok(())),
+                Event::Refused { id, code, message } => {
+                    self.finish_open(id, Err(OpenError::Refused { code, message }))
+                }
+                Event::Data { id, data } => {
+                    if let Some(s) = self.streams.get_mut(&id) {
+                        s.chunks.push_back(data);
+                        wake(&mut s.read_waker);
+                    }
+                }
+                Event::Finished { id } => {
+                    if let Some(s) = self.streams.get_mut(&id) {
+                        s.fin = true;
+                        wake(&mut s.read_waker);
+                    }
+                }
+                Event::Writable { id } => {
+                    if let Some(s) = self.streams.get_mut(&id) {
+                        wake(&mut s.write_waker);
+                    }
+                }
+                Event::Closed { id, code, message } => {
+                    if let Some(s) = self.streams.get_mut(&id) {
+                        s.reset = Some((code, message));
+                        wake(&mut s.read_waker);
+                        wake(&mut s.write_waker);
+                    }
+                    self.finish_open(
+                        id,
+                        Err(OpenError::Refused {
+                            code: RefuseCode::Unspecified,
+                            message: "closed while opening".into(),
+                        }),
+                    );
+                }
+                Event::Request(r) => {
+                    self.incoming.push_back(Incoming::Request(r));
+                    wake(&mut self.incoming_waker);
+                }
+                Event::Reply(r) => {
+                    if let Some(slot) = self.replies.get_mut(&r.request_id) {
+                        wake(&mut slot.0);
+                        slot.1 = Some(r);
+                    }
+                }
+                Event::Inventory(inv) => {
+                    self.incoming.push_back(Incoming::Inventory(inv));
+                    wake(&mut self.incoming_waker);
+                }
+            }
+        }
+    }
+
+    fn finish_open(&mut self, id: StreamId, res: Result<(), OpenError>) {
+        if let Some(slot) = self.opening.get_mut(&id) {
+            if let OpenState::Waiting(w) = slot {
+                wake(w);
+                *slot = OpenState::Done(res);
+            }
+        }
+    }
+
+    /// Marks the connection closed and wakes everything that waits on it.
+    fn set_closed(&mut self, err: ConnError) {
+        if self.closed.is_some() {
+            return;
+        }
+        self.closed = Some(err);
+        for s in self.streams.values_mut() {
+            wake(&mut s.read_waker);
+            wake(&mut s.write_waker);
+        }
+        for slot in self.opening.values_mut() {
+            if let OpenState::Waiting(w) = slot {
+                wake(w);
+            }
+        }
+        for (w, _) in self.replies.values_mut() {
+            wake(w);
+        }
+        wake(&mut self.incoming_waker);
+        for w in self.closed_wakers.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+fn wake(slot: &mut Option<Waker>) {
+    if let Some(w) = slot.take() {
+        w.wake();
+    }
+}
+
+/// A handle to one multiplexed connection. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Tunnel {
+    shared: Arc<Shared>,
+}
+
+impl Tunnel {
+    /// Wraps a connected transport whose hello exchange is done. Spawn the returned
+    /// driver; it ends when the connection does.
+    pub fn new<IO, T>(io: IO, mux: Mux, timer: T) -> (Tunnel, Driver<IO>)
+    where
+        IO: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin,
+        T: Timer,
+    {
+        let max_frame = outband_proto::codec::DEFAULT_MAX_FRAME_LEN;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                mux,
+                streams: HashMap::new(),
+                opening: HashMap::new(),
+                replies: HashMap::new(),
+                incoming: VecDeque::new(),
+                incoming_waker: None,
+                driver_waker: None,
+                closed: None,
+                closed_wakers: Vec::new(),
+            }),
+            stats: Stats::default(),
+        });
+        let driver = Driver::new(io, shared.clone(), Box::new(timer), max_frame);
+        (Tunnel { shared }, driver)
+    }
+
+    /// Opens a stream of `kind` to `target` and waits for the peer's answer.
+    pub async fn open(&self, kind: StreamKind, target: &str) -> Result<Stream, OpenError> {
+        let id = {
+            let mut st = self.shared.lock();
+            if let Some(err) = &st.closed {
+                return Err(OpenError::Connection(err.clone()));
+            }
+            let id = st.mux.open(kind, target)?;
+            st.streams.insert(id, RecvState::default());
+            st.opening.insert(id, OpenState::Waiting(None));
+            st.wake_driver();
+            id
+        };
+        // If this future is dropped before the answer, the guard cancels the stream.
+        let mut guard = Some(Stream::new(id, self.shared.clone()));
+        let res = poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if let Some(err) = &st.closed {
+                return Poll::Ready(Err(OpenError::Connection(err.clone())));
+            }
+            match st.opening.get_mut(&id) {
+                Some(OpenState::Waiting(w)) => {
+                    *w = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+                Some(OpenState::Done(_)) => match st.opening.remove(&id) {
+                    Some(OpenState::Done(res)) => Poll::Ready(res),
+                    _ => unreachable!("checked above"),
+                },
+                None => Poll::Ready(Err(OpenError::Stream(StreamError::Unknown(id)))),
+            }
+        })
+        .await;
+        match res {
+            Ok(()) => Ok(guard.take().expect("guard is set until here")),
+            Err(e) => {
+                if let Some(s) = guard.take() {
+                    s.forget();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The next stream, request or report the peer started; `None` once the
+    /// connection has closed.
+    pub async fn accept(&self) -> Option<Incoming> {
+        poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if let Some(mut inc) = st.incoming.pop_front() {
+                if let Incoming::Stream(p) = &mut inc {
+                    p.shared = Some(self.shared.clone());
+                }
+                return Poll::Ready(Some(inc));
+            }
+            if st.closed.is_some() {
+                return Poll::Ready(None);
+            }
+            st.incoming_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Sends a unary request and waits for its reply.
+    pub async fn request(&self, body: pb::request::Body) -> Result<pb::Reply, ConnError> {
+        let id = {
+            let mut st = self.shared.lock();
+            if let Some(err) = &st.closed {
+                return Err(err.clone());
+            }
+            let id = st
+                .mux
+                .request(body)
+                .map_err(|e| ConnError::Closed(e.to_string()))?;
+            st.replies.insert(id, (None, None));
+            st.wake_driver();
+            id
+        };
+        let shared = self.shared.clone();
+        let _cleanup = OnDrop(move || {
+            shared.lock().replies.remove(&id);
+        });
+        poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if let Some(slot) = st.replies.get_mut(&id) {
+                if let Some(reply) = slot.1.take() {
+                    return Poll::Ready(Ok(reply));
+                }
+                slot.0 = Some(cx.waker().clone());
+            }
+            if let Some(err) = &st.closed {
+                return Poll::Ready(Err(err.clone()));
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Answers a request the peer sent.
+    pub fn reply(&self, request_id: u64, body: pb::reply::Body) {
+        let mut st = self.shared.lock();
+        st.mux.reply(request_id, body);
+        st.wake_driver();
+    }
+
+    /// Sends an inventory report.
+    pub fn send_inventory(&self, report: InventoryReport) {
+        let mut st = self.shared.lock();
+        st.mux.send_inventory(report);
+        st.wake_driver();
+    }
+
+    /// Closes the connection with `reason`; the driver sends a `GoAway` and ends.
+    pub fn close(&self, reason: &str) {
+        let mut st = self.shared.lock();
+        st.mux.close_connection(reason);
+        st.wake_driver();
+    }
+
+    /// Why the connection closed, if it has.
+    pub fn close_reason(&self) -> Option<ConnError> {
+        self.shared.lock().closed.clone()
+    }
+
+    /// Waits until the connection has closed and returns why.
+    pub async fn closed(&self) -> ConnError {
+        poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if let Some(err) = &st.closed {
+                return Poll::Ready(err.clone());
+            }
+            st.closed_wakers.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Number of streams holding an id on this connection.
+    pub fn stream_count(&self) -> usize {
+        self.shared.lock().mux.stream_count()
+    }
+
+    /// Transfer counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+}
+
+/// A stream the peer asked to open, not answered yet. Dropping it refuses it.
+#[derive(Debug)]
+pub struct PendingStream {
+    id: StreamId,
+    kind: StreamKind,
+    target: String,
+    shared: Option<Arc<Shared>>,
+}
+
+impl PendingStream {
+    /// The stream id.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+    /// What kind of stream the peer asks for.
+    pub fn kind(&self) -> StreamKind {
+        self.kind
+    }
+    /// The endpoint the peer asks for.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Accepts the stream.
+    pub fn accept(mut self) -> Result<Stream, StreamError> {
+        let shared = self.shared.take().ok_or(StreamError::Unknown(self.id))?;
+        {
+            let mut st = shared.lock();
+            st.mux.accept(self.id)?;
+            st.wake_driver();
+        }
+        Ok(Stream::new(self.id, shared))
+    }
+
+    /// Refuses the stream with a code and a reason for the peer.
+    pub fn refuse(mut self, code: RefuseCode, message: &str) {
+        if let Some(shared) = self.shared.take() {
+            refuse(&shared, self.id, code, message);
+        }
+    }
+}
+
+fn refuse(shared: &Shared, id: StreamId, code: RefuseCode, message: &str) {
+    let mut st = shared.lock();
+    let _ = st.mux.refuse(id, code, message);
+    st.streams.remove(&id);
+    st.wake_driver();
+}
+
+impl Drop for PendingStream {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            refuse(&shared, self.id, RefuseCode::Unspecified, "not answered");
+        }
+    }
+}
+
+struct OnDrop<F: FnMut()>(F);
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Tunnel>();
+    is::<Stream>();
+}
+
+/// Loads a counter.
+pub fn load(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}

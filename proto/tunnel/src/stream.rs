@@ -1,0 +1,174 @@
+//! One multiplexed stream as `AsyncRead + AsyncWrite`.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use outband_proto::mux::{StreamError, StreamId};
+use outband_proto::pb::CloseCode;
+
+use crate::Shared;
+
+/// A multiplexed stream. Reads end with `Ok(0)` when the peer finished (half-close);
+/// `poll_close` half-closes our side. Dropping the stream before both sides finished
+/// aborts it (`StreamClose` with `CANCELLED`).
+#[derive(Debug)]
+pub struct Stream {
+    id: StreamId,
+    shared: Arc<Shared>,
+    forgotten: bool,
+}
+
+impl Stream {
+    pub(crate) fn new(id: StreamId, shared: Arc<Shared>) -> Self {
+        Self {
+            id,
+            shared,
+            forgotten: false,
+        }
+    }
+
+    /// Drops the handle without touching the multiplexer (the id is already gone).
+    pub(crate) fn forget(mut self) {
+        self.forgotten = true;
+        self.shared.lock().streams.remove(&self.id);
+    }
+
+    /// The stream id.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// Aborts the stream with a code and a reason for the peer.
+    pub fn abort(mut self, code: CloseCode, message: &str) {
+        self.close_with(code, message);
+        self.forgotten = true;
+    }
+
+    fn close_with(&mut self, code: CloseCode, message: &str) {
+        let mut st = self.shared.lock();
+        st.streams.remove(&self.id);
+        st.mux.close(self.id, code, message);
+        st.wake_driver();
+    }
+}
+
+fn stream_err(e: StreamError) -> io::Error {
+    let kind = match e {
+        StreamError::ConnectionClosed => io::ErrorKind::ConnectionAborted,
+        StreamError::NotWritable(_) => io::ErrorKind::BrokenPipe,
+        _ => io::ErrorKind::NotConnected,
+    };
+    io::Error::new(kind, e)
+}
+
+impl futures_io::AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let id = self.id;
+        let mut guard = self.shared.lock();
+        let st = &mut *guard;
+        let Some(rs) = st.streams.get_mut(&id) else {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "stream is closed",
+            )));
+        };
+        if let Some(front) = rs.chunks.front_mut() {
+            let n = front.len().min(buf.len());
+            buf[..n].copy_from_slice(&front[..n]);
+            if n == front.len() {
+                rs.chunks.pop_front();
+            } else {
+                let _ = front.split_to(n);
+            }
+            st.mux.release(id, n);
+            if st.mux.has_transmit() {
+                st.wake_driver();
+            }
+            return Poll::Ready(Ok(n));
+        }
+        if rs.fin {
+            return Poll::Ready(Ok(0));
+        }
+        if let Some((code, msg)) = &rs.reset {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                format!("stream closed by peer ({code:?}): {msg}"),
+            )));
+        }
+        if let Some(err) = &st.closed {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                err.to_string(),
+            )));
+        }
+        rs.read_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl futures_io::AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let id = self.id;
+        let mut guard = self.shared.lock();
+        let st = &mut *guard;
+        if let Some(rs) = st.streams.get(&id) {
+            if let Some((code, msg)) = &rs.reset {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    format!("stream closed by peer ({code:?}): {msg}"),
+                )));
+            }
+        }
+        match st.mux.send(id, buf) {
+            Ok(0) => {
+                if let Some(rs) = st.streams.get_mut(&id) {
+                    rs.write_waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Ok(n) => {
+                st.wake_driver();
+                Poll::Ready(Ok(n))
+            }
+            Err(e) => Poll::Ready(Err(stream_err(e))),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut st = self.shared.lock();
+        match st.mux.finish(self.id) {
+            Ok(()) => {
+                st.wake_driver();
+                Poll::Ready(Ok(()))
+            }
+            // Already fully finished and forgotten by the multiplexer: nothing to do.
+            Err(StreamError::Unknown(_)) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(stream_err(e))),
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if !self.forgotten {
+            self.close_with(CloseCode::Cancelled, "stream handle dropped");
+        }
+    }
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs everything the tests and the local stack need on a fresh Debian 12 machine.
+# Idempotent: each step checks first, so a warm machine spends a few seconds here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+need_apt=()
+command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu)
+command -v socat >/dev/null || need_apt+=(base)
+command -v musl-gcc >/dev/null || need_apt+=(base)
+command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(base)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt: installing system packages"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "deb http://deb.debian.org/debian bookworm-backports main" |
+      $SUDO tee /etc/apt/sources.list.d/backports.list >/dev/null
+  fi
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends \
+    openipmi ipmitool socat musl-tools gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
+    qemu-user-static dnsmasq-base busybox-static iproute2 >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports \
+    qemu-system-x86 >/dev/null
+fi
+
+log "rust: musl targets"
+for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+  rustup target list --installed | grep -qx "$t" || rustup target add "$t"
+done
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+
+VENV=${OUTBAND_VENV:-/opt/outband-venv}
+if [ ! -x "$VENV/bin/vncdo" ]; then
+  log "python: venv with vncdotool at $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check vncdotool
+fi
+log "done"
