@@ -61,7 +61,7 @@ impl FrameDecoder {
     /// A decoder that refuses frame bodies longer than `max_len` bytes.
     pub fn new(max_len: usize) -> Self {
         Self {
-            buf: BytesMut::with_capacity(16 * 1024),
+            buf: BytesMut::new(),
             max_len,
             failed: false,
         }
@@ -105,6 +105,10 @@ impl FrameDecoder {
             return Err(DecodeError::Malformed("decoder already failed".into()));
         }
         let res = self.decode_inner();
+        if self.buf.is_empty() && self.buf.capacity() > 64 * 1024 {
+            // Do not keep a large buffer for an idle connection.
+            self.buf = BytesMut::new();
+        }
         if res.is_err() {
             self.failed = true;
             self.buf = BytesMut::new();

@@ -18,8 +18,11 @@ use crate::{Shared, Timer};
 
 /// Write buffer high-water mark: frames are encoded until this much is pending.
 const WRITE_HIGH_WATER: usize = 256 * 1024;
-/// Bytes read from the transport per read call.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read from the transport per read call. The read buffer lives on the stack
+/// of the poll, so an idle connection holds no read buffer at all.
+const READ_CHUNK: usize = 32 * 1024;
+/// A drained write buffer larger than this is freed, so idle connections stay small.
+const WRITE_KEEP: usize = 16 * 1024;
 /// How long a closing connection may take to flush its `GoAway`.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Reads per poll before yielding, so one busy connection cannot starve a thread.
@@ -34,7 +37,6 @@ pub struct Driver<IO> {
     timer: Box<dyn Timer>,
     sleep: Option<(Instant, Sleep)>,
     decoder: FrameDecoder,
-    read_buf: Box<[u8]>,
     write_buf: BytesMut,
     max_frame: usize,
     /// Set once the connection failed; the driver flushes and closes the transport.
@@ -58,8 +60,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             timer,
             sleep: None,
             decoder: FrameDecoder::new(max_frame),
-            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
-            write_buf: BytesMut::with_capacity(WRITE_HIGH_WATER),
+            write_buf: BytesMut::new(),
             max_frame,
             closing: None,
             finished: false,
@@ -93,8 +94,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     /// Reads what is available and feeds the multiplexer. Returns true on progress.
     fn poll_reads(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
+        let mut read_buf = [0u8; READ_CHUNK];
         for _ in 0..READS_PER_POLL {
-            match Pin::new(&mut self.io).poll_read(cx, &mut self.read_buf) {
+            match Pin::new(&mut self.io).poll_read(cx, &mut read_buf) {
                 Poll::Pending => break,
                 Poll::Ready(Ok(0)) => {
                     let reason = match self.decoder.finish() {
@@ -113,7 +115,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                 Poll::Ready(Ok(n)) => {
                     progress = true;
                     self.shared.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                    self.decoder.extend(&self.read_buf[..n]);
+                    self.decoder.extend(&read_buf[..n]);
                     if let Err(err) = self.decode_all() {
                         self.start_closing(err, Instant::now());
                         return true;
@@ -158,6 +160,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                 }
             }
             if self.write_buf.is_empty() {
+                if self.write_buf.capacity() > WRITE_KEEP {
+                    self.write_buf = BytesMut::new();
+                }
                 break;
             }
             match Pin::new(&mut self.io).poll_write(cx, &self.write_buf)? {
