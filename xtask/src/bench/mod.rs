@@ -1,0 +1,191 @@
+//! `cargo xtask bench`: the tunnel measured against baselines from the same run.
+//!
+//! Topology (all loopback, separate processes): client → gateway relay port →
+//! gateway → TLS agent connection → agent → target server. Baselines: the client
+//! straight to the target; one direct rustls TLS connection. Figures are printed as
+//! a table; ratios matter, absolute numbers depend on the machine.
+
+mod net;
+mod procs;
+mod swarm;
+mod tls_baseline;
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::{cargo, dist, target_dir};
+use net::pct;
+
+struct Report(String);
+
+impl Report {
+    fn row(&mut self, name: &str, tunnel: String, baseline: String, ratio: String, goal: &str) {
+        let line = format!("| {name} | {tunnel} | {baseline} | {ratio} | {goal} |");
+        println!("{line}");
+        let _ = writeln!(self.0, "{line}");
+    }
+}
+
+pub fn run(quick: bool) -> Result<()> {
+    cargo(&["build", "--release", "--locked", "-p", "outband-gateway", "-p", "outband-agent"])?;
+    let static_target = "x86_64-unknown-linux-musl";
+    dist::build(static_target)?;
+    let gateway_bin = target_dir().join("release/outband-gateway");
+    let agent_bin = dist::agent_path(static_target);
+    raise_fd_limit();
+
+    let dir = std::env::temp_dir().join(format!("outband-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let echo = net::serve(net::echo)?.to_string();
+    let sink = net::serve(net::sink)?.to_string();
+    let drain = net::serve(net::drain)?.to_string();
+
+    let (gateway, ready) = procs::gateway(&gateway_bin, &dir, &[])?;
+    let mut agent = procs::agent(&agent_bin, &dir, &ready, &[echo.clone(), sink.clone(), drain.clone()])?;
+    let agent_id = procs::wait_for(Duration::from_secs(20), "agent to connect", || {
+        procs::agents(&ready.http_addr).ok()?.into_iter().next()
+    })
+    .with_context(|| format!("agent log:\n{}\ngateway log:\n{}", agent.log_tail(), gateway.log_tail()))?;
+    let echo_relay = procs::relay(&ready.http_addr, &agent_id, &echo)?;
+    let sink_relay = procs::relay(&ready.http_addr, &agent_id, &sink)?;
+    let drain_relay = procs::relay(&ready.http_addr, &agent_id, &drain)?;
+
+    let mut r = Report(String::new());
+    println!("\n| measure | tunnel | baseline | ratio | goal |\n|---|---|---|---|---|");
+
+    // Bulk throughput.
+    let total = if quick { 256 << 20 } else { 1 << 30 };
+    let direct = net::bulk_tcp(&sink, total)?;
+    let tls = tls_baseline::bulk_tls(total)?;
+    let tun = net::bulk_tcp(&sink_relay, total)?;
+    r.row(
+        "bulk, 1 stream (Gbit/s)",
+        format!("{tun:.2}"),
+        format!("direct TCP {direct:.2}; direct TLS {tls:.2}"),
+        format!("{:.2}× TCP, {:.2}× TLS", tun / direct, tun / tls),
+        "≥ 3.5 Gbit/s-class",
+    );
+
+    // Ping-pong and request/response.
+    let iters = if quick { 2000 } else { 20000 };
+    let mut d64 = net::ping_pong(&echo, 64, iters)?;
+    let mut t64 = net::ping_pong(&echo_relay, 64, iters)?;
+    let (d50, d99, t50, t99) = (pct(&mut d64, 0.5), pct(&mut d64, 0.99), pct(&mut t64, 0.5), pct(&mut t64, 0.99));
+    r.row(
+        "64 B ping-pong p50 / p99 (µs)",
+        format!("{t50:.0} / {t99:.0}"),
+        format!("{d50:.0} / {d99:.0}"),
+        format!("+{:.0} / +{:.0} µs", t50 - d50, t99 - d99),
+        "added p50 ≤ 50 µs, p99 ≤ 500 µs",
+    );
+    for size in [16 * 1024, 64 * 1024] {
+        let n = if quick { 300 } else { 2000 };
+        let mut d = net::ping_pong(&echo, size, n)?;
+        let mut t = net::ping_pong(&echo_relay, size, n)?;
+        let (dp, tp) = (pct(&mut d, 0.5), pct(&mut t, 0.5));
+        let (d9, t9) = (pct(&mut d, 0.99), pct(&mut t, 0.99));
+        r.row(
+            &format!("{} KiB request/response p50 / p99 (µs)", size / 1024),
+            format!("{tp:.0} / {t9:.0}"),
+            format!("{dp:.0} / {d9:.0}"),
+            format!("{:.2}× p50", tp / dp),
+            "≤ 2× direct, no 40 ms stalls",
+        );
+    }
+
+    // Probe latency while another stream on the same agent connection runs bulk.
+    let (stop, bulk) = net::background_bulk(&drain_relay)?;
+    let mut busy = net::ping_pong(&echo_relay, 64, iters / 2)?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let moved = bulk.join().unwrap_or(0);
+    let b99 = pct(&mut busy, 0.99);
+    r.row(
+        "64 B probe p99 during bulk on same agent (µs)",
+        format!("{b99:.0} (bulk moved {} MiB)", moved >> 20),
+        format!("idle tunnel {t99:.0}"),
+        format!("{:.2}×", b99 / t99),
+        "≤ 2× idle",
+    );
+
+    // Stream open to first byte.
+    let n = if quick { 200 } else { 1000 };
+    let mut d = net::open_to_first_byte(&echo, n)?;
+    let mut t = net::open_to_first_byte(&echo_relay, n)?;
+    let (dp, tp) = (pct(&mut d, 0.5), pct(&mut t, 0.5));
+    r.row(
+        "connect to first echoed byte p50 (µs)",
+        format!("{tp:.0}"),
+        format!("{dp:.0}"),
+        format!("+{:.0} µs", tp - dp),
+        "≤ 500 µs",
+    );
+
+    // Agent memory when idle, then exec → first relayed byte.
+    std::thread::sleep(Duration::from_millis(500));
+    let agent_rss = agent.rss_kib()?;
+    r.row("agent idle RSS (KiB)", format!("{agent_rss}"), "-".into(), "-".into(), "≤ 3072 KiB");
+    drop(agent);
+    procs::wait_for(Duration::from_secs(10), "agent to disconnect", || {
+        procs::agents(&ready.http_addr).ok()?.is_empty().then_some(())
+    })?;
+    let start = Instant::now();
+    agent = procs::agent(&agent_bin, &dir, &ready, &[echo.clone()])?;
+    procs::wait_for(Duration::from_secs(20), "first relayed byte", || first_byte(&echo_relay))?;
+    let exec_ms = start.elapsed().as_secs_f64() * 1e3;
+    r.row("agent exec → first relayed byte (ms)", format!("{exec_ms:.1}"), "-".into(), "-".into(), "≤ 20 ms");
+    let size = std::fs::metadata(&agent_bin)?.len();
+    r.row(
+        "static x86_64 agent size (MiB)",
+        format!("{:.2}", size as f64 / 1048576.0),
+        "-".into(),
+        "-".into(),
+        "≤ 2.5 MiB",
+    );
+
+    // Gateway memory per idle agent.
+    let n_agents = if quick { 1000 } else { 10_000 };
+    let ca = std::fs::read_to_string(&ready.ca_file)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let before = gateway.rss_kib()?;
+    let swarm = swarm::connect(n_agents, &ready.agent_addr, &ca)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let listed = procs::agents(&ready.http_addr)?.len();
+    let after = gateway.rss_kib()?;
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / n_agents as f64;
+    r.row(
+        &format!("gateway RSS per idle agent, {n_agents} agents (KiB)"),
+        format!("{:.1}", per / 1024.0),
+        format!("{before} KiB before, {after} KiB after, {listed} listed"),
+        "-".into(),
+        "≤ 16 KiB",
+    );
+    drop(swarm);
+    drop(agent);
+    drop(gateway);
+
+    let out = target_dir().join("bench-report.md");
+    std::fs::write(&out, &r.0).context("writing the report")?;
+    println!("\nreport written to {}", out.display());
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// One echo through `addr`, or None if the tunnel is not up yet.
+fn first_byte(addr: &str) -> Option<()> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_nodelay(true).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+    s.write_all(b"x").ok()?;
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).ok()?;
+    Some(())
+}
+
+/// Lets this process and its children hold many sockets (for the swarm).
+fn raise_fd_limit() {
+    // `ulimit -n` in a shell is the portable way without unsafe code.
+    let _ = rlimit::increase_nofile_limit(200_000);
+}

@@ -1,0 +1,55 @@
+//! `cargo xtask`: what cargo alone cannot express.
+//!
+//! - `cargo xtask dist [--check-size]`: static, stripped appliance agents for x86_64
+//!   and aarch64 musl; `--check-size` fails if the x86_64 binary exceeds its budget.
+//! - `cargo xtask bench [--quick]`: tunnel benchmarks against baselines measured in
+//!   the same run (see docs/benchmarks.md).
+
+mod bench;
+mod dist;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    match args.first().map(String::as_str) {
+        Some("dist") => dist::run(flag("--check-size")),
+        Some("bench") => bench::run(flag("--quick")),
+        _ => {
+            eprintln!("usage: cargo xtask dist [--check-size] | bench [--quick]");
+            bail!("unknown or missing subcommand")
+        }
+    }
+}
+
+/// The workspace root.
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// The cargo target directory (honours CARGO_TARGET_DIR).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// Runs cargo with `args` in the workspace root.
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed: {status}", args.join(" "));
+    }
+    Ok(())
+}
