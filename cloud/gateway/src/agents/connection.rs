@@ -1,0 +1,110 @@
+//! One connected agent: registry entry, tunnel driver and the handler for what the
+//! agent starts.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use outband_proto::mux::{ConnError, Mux, MuxConfig, Role};
+use outband_proto::pb::{self, RefuseCode};
+use outband_tunnel::{Incoming, Tunnel};
+
+use super::handshake::Established;
+use super::{AgentSettings, TokioTimer};
+use crate::metrics::{Metrics, reason_kind};
+use crate::registry::{AgentInfo, Registry};
+
+/// Runs a connected agent until its connection ends.
+pub async fn run(
+    est: Established,
+    settings: &AgentSettings,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+) {
+    let cfg = MuxConfig {
+        initial_window: settings.window,
+        peer_initial_window: est.hello.initial_window,
+        heartbeat_interval: settings.heartbeat_interval,
+        ..MuxConfig::new(Role::Gateway)
+    };
+    let mux = Mux::new(cfg, Instant::now());
+    let (tunnel, driver) = Tunnel::new(est.io, mux, TokioTimer);
+    let info = AgentInfo {
+        agent_id: est.agent_id.clone(),
+        peer_addr: est.peer,
+        connected_at: SystemTime::now(),
+        protocol_version: est.version,
+        agent_version: est.hello.agent_version.clone(),
+        pairing_code: est.pairing_code.clone(),
+        capabilities: est.hello.capabilities.clone(),
+    };
+    let conn_id = registry.insert(info, tunnel.clone());
+    tracing::info!(
+        agent_id = %est.agent_id,
+        peer = %est.peer,
+        version = ?est.hello.agent_version,
+        protocol = est.version,
+        pairing_code = %est.pairing_code,
+        "agent connected"
+    );
+    let incoming = tokio::spawn(handle_incoming(
+        tunnel,
+        est.agent_id.clone(),
+        conn_id,
+        registry.clone(),
+    ));
+    let err = driver.await;
+    registry.remove_if(&est.agent_id, conn_id);
+    incoming.abort();
+    metrics.disconnect(&err);
+    let reason = err.to_string();
+    match err {
+        ConnError::Closed(_) | ConnError::GoAway(_) => tracing::info!(
+            agent_id = %est.agent_id,
+            peer = %est.peer,
+            reason_kind = reason_kind(&err),
+            reason = ?reason,
+            "agent disconnected"
+        ),
+        _ => tracing::warn!(
+            agent_id = %est.agent_id,
+            peer = %est.peer,
+            reason_kind = reason_kind(&err),
+            reason = ?reason,
+            "agent disconnected"
+        ),
+    }
+}
+
+/// Handles what the agent starts: inventory reports are stored; streams are refused
+/// (agents may not open streams to the gateway in protocol v1); requests get an
+/// error reply.
+async fn handle_incoming(tunnel: Tunnel, agent_id: String, conn_id: u64, registry: Arc<Registry>) {
+    while let Some(inc) = tunnel.accept().await {
+        match inc {
+            Incoming::Inventory(report) => {
+                tracing::debug!(agent_id = %agent_id, endpoints = report.endpoints.len(), "inventory report");
+                registry.set_inventory(&agent_id, conn_id, report);
+            }
+            Incoming::Stream(pending) => {
+                tracing::warn!(
+                    agent_id = %agent_id,
+                    target = ?pending.target(),
+                    "agent tried to open a stream; refused"
+                );
+                pending.refuse(
+                    RefuseCode::Forbidden,
+                    "agents may not open streams to the gateway",
+                );
+            }
+            Incoming::Request(req) => {
+                tunnel.reply(
+                    req.request_id,
+                    pb::reply::Body::Error(pb::ErrorReply {
+                        code: "unsupported".into(),
+                        message: "the gateway serves no requests from agents".into(),
+                    }),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The agent listener: TLS with client certificates, the hello exchange, and one
+//! task per connected agent.
+//!
+//! - [`verifier`]: which client certificates are accepted.
+//! - [`handshake`]: TLS accept and hello for one connection, with rejection reasons.
+//! - [`connection`]: a connected agent's tunnel until it ends.
+
+pub mod connection;
+pub mod handshake;
+pub mod verifier;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::{HandshakeResult, Metrics};
+use crate::pki::ServerIdentity;
+use crate::registry::Registry;
+
+/// `outband_tunnel::Timer` on tokio.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioTimer;
+
+impl outband_tunnel::Timer for TokioTimer {
+    fn sleep_until(
+        &self,
+        deadline: Instant,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(tokio::time::sleep_until(deadline.into()))
+    }
+}
+
+/// Settings for agent connections.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// Heartbeat interval announced in the HelloAck and used by our multiplexer.
+    pub heartbeat_interval: Duration,
+    /// Deadline for TLS plus hello (including waiting for a handshake slot).
+    pub handshake_timeout: Duration,
+    /// Per-stream receive window the gateway grants.
+    pub window: u32,
+}
+
+/// Everything the agent listener needs.
+pub struct AgentServer {
+    acceptor: TlsAcceptor,
+    handshakes: Arc<Semaphore>,
+    settings: AgentSettings,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+}
+
+/// Builds the TLS 1.3 server configuration that requires agent client certificates.
+pub fn tls_config(identity: ServerIdentity) -> Result<rustls::ServerConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = verifier::AgentCertVerifier::new(&provider);
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.cert_chain, identity.key)
+}
+
+impl std::fmt::Debug for AgentServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentServer")
+            .field("settings", &self.settings)
+            .field("handshake_slots", &self.handshakes.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentServer {
+    /// A listener context; `max_handshakes` caps TLS handshakes in progress.
+    pub fn new(
+        tls: rustls::ServerConfig,
+        max_handshakes: usize,
+        settings: AgentSettings,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            acceptor: TlsAcceptor::from(Arc::new(tls)),
+            handshakes: Arc::new(Semaphore::new(max_handshakes)),
+            settings,
+            registry,
+            metrics,
+        })
+    }
+
+    /// Accepts agent connections until `shutdown` is cancelled, then closes every
+    /// agent connection and waits (briefly) for them to end.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        let tasks = TaskTracker::new();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                res = listener.accept() => match res {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accepting agent connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let this = self.clone();
+            tasks.spawn(async move { this.handle(tcp, peer).await });
+        }
+        drop(listener);
+        tasks.close();
+        self.registry.close_all("gateway shutting down");
+        if tokio::time::timeout(Duration::from_secs(3), tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("agent connections did not close within 3 s");
+        }
+    }
+
+    async fn handle(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+        let attempt =
+            async {
+                // Waiting for a slot counts against the deadline, so a flood of stalled
+                // peers cannot hold anyone else off for longer than the timeout.
+                let _permit =
+                    self.handshakes.clone().acquire_owned().await.map_err(|_| {
+                        handshake::Rejection::tls("handshake limiter closed".into())
+                    })?;
+                handshake::accept(&self.acceptor, tcp, peer, &self.settings).await
+            };
+        let established = match tokio::time::timeout(self.settings.handshake_timeout, attempt).await
+        {
+            Err(_) => {
+                self.metrics.handshake(HandshakeResult::Timeout);
+                tracing::warn!(
+                    peer = %peer,
+                    reason = ?"handshake timeout",
+                    "agent connection rejected"
+                );
+                return;
+            }
+            Ok(Err(rej)) => {
+                self.metrics.handshake(rej.kind);
+                tracing::warn!(peer = %peer, reason = ?rej.reason, "agent connection rejected");
+                return;
+            }
+            Ok(Ok(est)) => est,
+        };
+        self.metrics.handshake(HandshakeResult::Ok);
+        connection::run(
+            established,
+            &self.settings,
+            self.registry.clone(),
+            self.metrics.clone(),
+        )
+        .await;
+    }
+}

@@ -1,0 +1,282 @@
+//! Command line and config file, merged into a validated [`Config`].
+//!
+//! Precedence: command line flag, then the TOML file given with `--config`, then the
+//! built-in default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Raw command line.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "outband-gateway",
+    version,
+    about = "outband gateway: agent tunnels and relays"
+)]
+pub struct Cli {
+    /// TOML config file (keys as the long flags, with `_` for `-`).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Address agents connect to (TLS). Default 127.0.0.1:7443.
+    #[arg(long, value_name = "ADDR")]
+    pub agent_listen: Option<SocketAddr>,
+    /// Address of the operator HTTP API (no auth yet: keep it on loopback). Default 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Directory for the dev PKI and other state. Default ./gateway-state.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Server certificate chain (PEM) for production; without it a dev CA is used.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Once both listeners are bound, write their addresses and the CA path here as JSON.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// Heartbeat interval announced to agents, in milliseconds. Default 5000.
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Time allowed for TLS handshake plus hello, in milliseconds. Default 10000.
+    #[arg(long, value_name = "MS")]
+    pub handshake_timeout_ms: Option<u64>,
+    /// Most TLS handshakes in progress at once. Default 256.
+    #[arg(long, value_name = "N")]
+    pub max_handshakes: Option<usize>,
+    /// Per-stream receive window the gateway grants, in bytes. Default 262144.
+    #[arg(long, value_name = "BYTES")]
+    pub window: Option<u32>,
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `outband_gateway=debug`. Default info.
+    #[arg(long, value_name = "LEVEL")]
+    pub log: Option<String>,
+}
+
+/// The `--config` TOML file. Every key is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`Cli::agent_listen`].
+    pub agent_listen: Option<SocketAddr>,
+    /// See [`Cli::http_listen`].
+    pub http_listen: Option<SocketAddr>,
+    /// See [`Cli::state_dir`].
+    pub state_dir: Option<PathBuf>,
+    /// See [`Cli::tls_cert`].
+    pub tls_cert: Option<PathBuf>,
+    /// See [`Cli::tls_key`].
+    pub tls_key: Option<PathBuf>,
+    /// See [`Cli::ready_file`].
+    pub ready_file: Option<PathBuf>,
+    /// See [`Cli::heartbeat_interval_ms`].
+    pub heartbeat_interval_ms: Option<u64>,
+    /// See [`Cli::handshake_timeout_ms`].
+    pub handshake_timeout_ms: Option<u64>,
+    /// See [`Cli::max_handshakes`].
+    pub max_handshakes: Option<usize>,
+    /// See [`Cli::window`].
+    pub window: Option<u32>,
+    /// See [`Cli::log`].
+    pub log: Option<String>,
+}
+
+/// Production server certificate and key files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Validated gateway configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Agent listener address (used by the binary to bind).
+    pub agent_listen: SocketAddr,
+    /// HTTP listener address (used by the binary to bind).
+    pub http_listen: SocketAddr,
+    /// State directory (dev PKI).
+    pub state_dir: PathBuf,
+    /// Production certificate; `None` means the dev PKI in `state_dir`.
+    pub tls: Option<TlsFiles>,
+    /// Where to write the ready file.
+    pub ready_file: Option<PathBuf>,
+    /// Heartbeat interval for agent connections.
+    pub heartbeat_interval: Duration,
+    /// Deadline for TLS handshake plus hello.
+    pub handshake_timeout: Duration,
+    /// Concurrent TLS handshakes.
+    pub max_handshakes: usize,
+    /// Per-stream receive window the gateway grants.
+    pub window: u32,
+    /// Log filter.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            agent_listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            state_dir: PathBuf::from("./gateway-state"),
+            tls: None,
+            ready_file: None,
+            heartbeat_interval: Duration::from_millis(5000),
+            handshake_timeout: Duration::from_millis(10_000),
+            max_handshakes: 256,
+            window: 256 * 1024,
+            log: "info".to_owned(),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("reading config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema.
+    #[error("parsing config file {path}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+}
+
+impl Config {
+    /// Loads the `--config` file if any and merges it with the command line.
+    pub fn from_cli(cli: Cli) -> Result<Self, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(cli, file)
+    }
+
+    /// Merges command line over file over defaults, then validates.
+    pub fn merge(cli: Cli, file: FileConfig) -> Result<Self, ConfigError> {
+        let d = Config::default();
+        let tls_cert = cli.tls_cert.or(file.tls_cert);
+        let tls_key = cli.tls_key.or(file.tls_key);
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "tls_cert and tls_key must be given together".into(),
+                ));
+            }
+        };
+        let ms = |v: Option<u64>, d: Duration| v.map(Duration::from_millis).unwrap_or(d);
+        let cfg = Config {
+            agent_listen: cli
+                .agent_listen
+                .or(file.agent_listen)
+                .unwrap_or(d.agent_listen),
+            http_listen: cli
+                .http_listen
+                .or(file.http_listen)
+                .unwrap_or(d.http_listen),
+            state_dir: cli.state_dir.or(file.state_dir).unwrap_or(d.state_dir),
+            tls,
+            ready_file: cli.ready_file.or(file.ready_file),
+            heartbeat_interval: ms(
+                cli.heartbeat_interval_ms.or(file.heartbeat_interval_ms),
+                d.heartbeat_interval,
+            ),
+            handshake_timeout: ms(
+                cli.handshake_timeout_ms.or(file.handshake_timeout_ms),
+                d.handshake_timeout,
+            ),
+            max_handshakes: cli
+                .max_handshakes
+                .or(file.max_handshakes)
+                .unwrap_or(d.max_handshakes),
+            window: cli.window.or(file.window).unwrap_or(d.window),
+            log: cli.log.or(file.log).unwrap_or(d.log),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let hb = self.heartbeat_interval.as_millis();
+        if !(50..=600_000).contains(&hb) {
+            return bad(format!("heartbeat_interval_ms {hb} outside 50..=600000"));
+        }
+        let hs = self.handshake_timeout.as_millis();
+        if !(50..=600_000).contains(&hs) {
+            return bad(format!("handshake_timeout_ms {hs} outside 50..=600000"));
+        }
+        if !(1..=65_536).contains(&self.max_handshakes) {
+            return bad(format!(
+                "max_handshakes {} outside 1..=65536",
+                self.max_handshakes
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.window) {
+            return bad(format!("window {} outside 1024..=16777216", self.window));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_overrides_file_overrides_default() {
+        let file: FileConfig = toml::from_str("window = 4096\nmax_handshakes = 8\n").unwrap();
+        let cli = Cli::parse_from(["outband-gateway", "--window", "8192"]);
+        let cfg = Config::merge(cli, file).unwrap();
+        assert_eq!(cfg.window, 8192);
+        assert_eq!(cfg.max_handshakes, 8);
+        assert_eq!(cfg.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(cfg.agent_listen.to_string(), "127.0.0.1:7443");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_ranges_are_rejected() {
+        assert!(toml::from_str::<FileConfig>("windw = 1").is_err());
+        let cli = Cli::parse_from(["outband-gateway", "--window", "10"]);
+        let err = Config::merge(cli, FileConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("window 10"), "{err}");
+        let file: FileConfig = toml::from_str("tls_cert = \"/x.pem\"").unwrap();
+        assert!(Config::merge(Cli::default(), file).is_err());
+    }
+}

@@ -1,0 +1,148 @@
+//! The operator HTTP API.
+//!
+//! Security note: this API has NO authentication yet. It is an internal/operator
+//! endpoint and must only listen on loopback (the default); authentication arrives
+//! with the manager integration.
+//!
+//! - `GET /health`
+//! - `GET /metrics` (Prometheus text)
+//! - `GET /api/v1/agents`, `GET /api/v1/agents/{id}`
+//! - `GET /api/v1/relays`, `POST /api/v1/relays`, `DELETE /api/v1/relays/{id}`
+
+mod error;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+pub use error::ApiError;
+
+use crate::metrics::Metrics;
+use crate::registry::{AgentView, Registry};
+use crate::relay::{RelayInfo, Relays};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Longest relay target accepted.
+pub const MAX_TARGET_LEN: usize = 1024;
+
+/// Shared state of the HTTP handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Connected agents.
+    pub registry: Arc<Registry>,
+    /// Relays.
+    pub relays: Arc<Relays>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Builds the router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/agents", get(list_agents))
+        .route("/api/v1/agents/{id}", get(get_agent))
+        .route("/api/v1/relays", get(list_relays).post(create_relay))
+        .route("/api/v1/relays/{id}", delete(delete_relay))
+        .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let mut gauges = s.registry.gauges();
+    gauges.relays = s.relays.len() as u64;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(gauges),
+    )
+}
+
+async fn list_agents(State(s): State<AppState>) -> Json<Vec<AgentView>> {
+    Json(s.registry.list())
+}
+
+async fn get_agent(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<AgentView>, ApiError> {
+    s.registry
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| agent_not_found(&id))
+}
+
+fn agent_not_found(id: &str) -> ApiError {
+    ApiError::not_found(
+        "agent_not_found",
+        format!("agent {id:?} is not connected to this gateway"),
+    )
+}
+
+async fn list_relays(State(s): State<AppState>) -> Json<Vec<RelayInfo>> {
+    Json(s.relays.list())
+}
+
+/// Body of `POST /api/v1/relays`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRelay {
+    /// The agent to relay through.
+    pub agent_id: String,
+    /// The endpoint the agent connects to, e.g. `vnc://127.0.0.1:5901`.
+    pub target: String,
+}
+
+async fn create_relay(
+    State(s): State<AppState>,
+    body: Result<Json<CreateRelay>, JsonRejection>,
+) -> Result<(StatusCode, Json<RelayInfo>), ApiError> {
+    let Json(req) = body?;
+    if req.target.is_empty() || req.target.len() > MAX_TARGET_LEN {
+        return Err(ApiError::bad_request(format!(
+            "target must be 1..={MAX_TARGET_LEN} bytes"
+        )));
+    }
+    if s.registry.get(&req.agent_id).is_none() {
+        return Err(agent_not_found(&req.agent_id));
+    }
+    let info = s
+        .relays
+        .create(&req.agent_id, &req.target)
+        .await
+        .map_err(|e| ApiError::internal(format!("binding relay listener: {e}")))?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+async fn delete_relay(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let relay_id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("relay id {id:?} is not a number")))?;
+    if s.relays.remove(relay_id) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(
+            "relay_not_found",
+            format!("no relay {relay_id}"),
+        ))
+    }
+}

@@ -1,0 +1,203 @@
+//! TCP relays: a loopback listener whose every connection becomes a stream to one
+//! agent and target, with bytes copied both ways and half-closes passed on.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::compat::FuturesAsyncReadCompatExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+/// A relay as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RelayInfo {
+    /// Relay id (for DELETE).
+    pub relay_id: u64,
+    /// The agent streams go through.
+    pub agent_id: String,
+    /// The endpoint the agent connects to.
+    pub target: String,
+    /// Where TCP clients connect (`127.0.0.1:PORT`).
+    pub listen: String,
+}
+
+#[derive(Debug)]
+struct Relay {
+    info: RelayInfo,
+    cancel: CancellationToken,
+}
+
+/// All relays.
+#[derive(Debug)]
+pub struct Relays {
+    relays: Mutex<HashMap<u64, Relay>>,
+    next_id: AtomicU64,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+}
+
+impl Relays {
+    /// No relays yet; all of them stop when `shutdown` is cancelled.
+    pub fn new(
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            relays: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            registry,
+            metrics,
+            shutdown,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Relay>> {
+        self.relays.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Binds `127.0.0.1:0` and relays each connection to `agent_id`/`target`.
+    pub async fn create(&self, agent_id: &str, target: &str) -> std::io::Result<RelayInfo> {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let listen = listener.local_addr()?;
+        let relay_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let info = RelayInfo {
+            relay_id,
+            agent_id: agent_id.to_owned(),
+            target: target.to_owned(),
+            listen: listen.to_string(),
+        };
+        let cancel = self.shutdown.child_token();
+        self.lock().insert(
+            relay_id,
+            Relay {
+                info: info.clone(),
+                cancel: cancel.clone(),
+            },
+        );
+        tracing::info!(relay_id, agent_id, target, listen = %listen, "relay created");
+        tokio::spawn(accept_loop(
+            listener,
+            info.clone(),
+            cancel,
+            self.registry.clone(),
+            self.metrics.clone(),
+        ));
+        Ok(info)
+    }
+
+    /// Stops a relay and its connections. False if there is no such relay.
+    pub fn remove(&self, relay_id: u64) -> bool {
+        match self.lock().remove(&relay_id) {
+            Some(r) => {
+                r.cancel.cancel();
+                tracing::info!(relay_id, "relay removed");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// All relays, by id.
+    pub fn list(&self) -> Vec<RelayInfo> {
+        let mut out: Vec<_> = self.lock().values().map(|r| r.info.clone()).collect();
+        out.sort_by_key(|r| r.relay_id);
+        out
+    }
+
+    /// Number of relays.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether there are no relays.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    info: RelayInfo,
+    cancel: CancellationToken,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let (tcp, client) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            res = listener.accept() => match res {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(relay_id = info.relay_id, error = %e, "relay accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(relay_connection(
+            tcp,
+            client,
+            info.clone(),
+            cancel.clone(),
+            registry.clone(),
+            metrics.clone(),
+        ));
+    }
+}
+
+async fn relay_connection(
+    mut tcp: TcpStream,
+    client: SocketAddr,
+    info: RelayInfo,
+    cancel: CancellationToken,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+) {
+    let open = tokio::select! {
+        _ = cancel.cancelled() => return,
+        res = registry.open_stream(&info.agent_id, &info.target) => res,
+    };
+    let stream = match open {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(
+                relay_id = info.relay_id,
+                agent_id = %info.agent_id,
+                target = ?info.target,
+                client = %client,
+                reason = ?e.to_string(),
+                "relay stream open failed; closing client connection"
+            );
+            return;
+        }
+    };
+    let stream_id = stream.id();
+    let mut stream = stream.compat();
+    tracing::debug!(relay_id = info.relay_id, stream_id, client = %client, "relay connection open");
+    // copy_bidirectional shuts down each writer when its reader hits EOF: a TCP EOF
+    // becomes a stream fin (poll_close) and a stream fin a TCP write shutdown.
+    tokio::select! {
+        _ = cancel.cancelled() => {
+            tracing::debug!(relay_id = info.relay_id, stream_id, "relay connection cancelled");
+        }
+        res = tokio::io::copy_bidirectional(&mut tcp, &mut stream) => match res {
+            Ok((to_agent, from_agent)) => {
+                metrics.relay_bytes_to_agent.fetch_add(to_agent, Ordering::Relaxed);
+                metrics.relay_bytes_from_agent.fetch_add(from_agent, Ordering::Relaxed);
+                tracing::debug!(relay_id = info.relay_id, stream_id, to_agent, from_agent, "relay connection done");
+            }
+            Err(e) => {
+                tracing::info!(relay_id = info.relay_id, stream_id, client = %client, error = %e, "relay connection ended with error");
+            }
+        }
+    }
+}
