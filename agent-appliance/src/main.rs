@@ -1,0 +1,61 @@
+//! `outband-agent`: the appliance agent binary. See the crate docs and README.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use outband_agent::config::{self, Action};
+use outband_agent::connect::Agent;
+use outband_agent::identity::Identity;
+use outband_agent::{log, tls};
+
+fn main() -> ExitCode {
+    let action = match config::parse_args(std::env::args_os().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("outband-agent: {:#}", anyhow::Error::new(e));
+            eprintln!("try `outband-agent --help`");
+            return ExitCode::from(2);
+        }
+    };
+    match run(action) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("outband-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(action: Action) -> anyhow::Result<()> {
+    let config = match action {
+        Action::Help => {
+            print!("{}", config::USAGE);
+            return Ok(());
+        }
+        Action::Version => {
+            println!("outband-agent {}", outband_agent::VERSION);
+            return Ok(());
+        }
+        Action::PrintIdentity { state_dir } => {
+            let (identity, _) = Identity::load_or_create(&state_dir)?;
+            println!("agent_id={}", identity.agent_id());
+            println!("pairing_code={}", identity.pairing_code());
+            return Ok(());
+        }
+        Action::Run(config) => *config,
+    };
+    log::init(config.log);
+    let (identity, created) = Identity::load_or_create(&config.state_dir)?;
+    tracing::info!(
+        "outband-agent {} agent_id={} pairing_code={}{}",
+        outband_agent::VERSION,
+        identity.agent_id(),
+        identity.pairing_code(),
+        if created { " (new identity)" } else { "" }
+    );
+    let tls = tls::client_config(&config.trust, &identity).context("setting up TLS")?;
+    let agent = Agent::new(config, identity, tls);
+    // The dial loop only ends with the process.
+    smol::block_on(agent.run());
+    Ok(())
+}

@@ -1,0 +1,413 @@
+//! Serving what the gateway starts on a connection: stream opens (relayed to BMC
+//! endpoints on the allow-list), unary requests, and the agent's inventory report.
+//!
+//! Invariant: the agent dials a BMC only when the gateway opened a stream to it and
+//! the endpoint is on the allow-list. Nothing else makes it connect anywhere (no
+//! reachability probes either: the inventory reports `reachable = false`).
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use outband_proto::pb::{
+    AgentInfoReply, CloseCode, Endpoint, ErrorReply, InventoryReport, RefuseCode, StreamKind,
+    reply, request,
+};
+use outband_tunnel::{Incoming, PendingStream, Stream, Tunnel};
+use smol::net::TcpStream;
+
+use crate::target::{AllowList, Target};
+
+/// Buffer per relay direction.
+const RELAY_BUF: usize = 32 * 1024;
+/// Longest wait for a finished stream's last bytes to leave before dropping it.
+const LINGER_MAX: Duration = Duration::from_secs(5);
+
+/// What stream handling needs, shared by every stream of every connection.
+#[derive(Debug)]
+pub struct RelayContext {
+    /// Endpoints the agent may dial.
+    pub allow: AllowList,
+    /// BMC connect timeout.
+    pub connect_timeout: Duration,
+    /// When the agent started (for uptime).
+    pub started: Instant,
+}
+
+/// The inventory report for an allow-list: every endpoint, reachability unknown.
+pub fn inventory(allow: &AllowList) -> InventoryReport {
+    InventoryReport {
+        endpoints: allow
+            .entries()
+            .iter()
+            .map(|t| Endpoint {
+                url: t.to_string(),
+                reachable: false,
+            })
+            .collect(),
+    }
+}
+
+/// Answers everything the gateway starts until the connection closes. `addresses`
+/// are the agent's own addresses, for `AgentInfo`.
+pub async fn serve_incoming(tunnel: Tunnel, ctx: Arc<RelayContext>, addresses: Vec<String>) {
+    while let Some(incoming) = tunnel.accept().await {
+        match incoming {
+            Incoming::Stream(pending) => {
+                smol::spawn(handle_stream(pending, ctx.clone())).detach();
+            }
+            Incoming::Request(req) => {
+                let body = answer(req.body, &ctx, &addresses);
+                tunnel.reply(req.request_id, body);
+            }
+            Incoming::Inventory(_) => {
+                tracing::debug!("ignoring an inventory report from the gateway")
+            }
+        }
+    }
+}
+
+fn answer(body: Option<request::Body>, ctx: &RelayContext, addresses: &[String]) -> reply::Body {
+    match body {
+        Some(request::Body::AgentInfo(_)) => reply::Body::AgentInfo(AgentInfoReply {
+            agent_version: crate::VERSION.to_owned(),
+            uptime_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            addresses: addresses.to_vec(),
+        }),
+        #[allow(unreachable_patterns)]
+        _ => reply::Body::Error(ErrorReply {
+            code: "unsupported".into(),
+            message: "this agent does not support that request".into(),
+        }),
+    }
+}
+
+/// Why a stream open is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Refuse code sent to the gateway.
+    pub code: RefuseCode,
+    /// Reason sent to the gateway and logged.
+    pub message: String,
+}
+
+/// Decides whether a stream open may be served, before any connection is made.
+pub fn check_open(kind: StreamKind, target: &str, allow: &AllowList) -> Result<Target, Refusal> {
+    if kind != StreamKind::Tcp {
+        return Err(Refusal {
+            code: RefuseCode::UnsupportedKind,
+            message: format!("stream kind {} is not supported", kind.as_str_name()),
+        });
+    }
+    let target = Target::parse(target).map_err(|e| Refusal {
+        code: RefuseCode::BadTarget,
+        message: format!("bad target {:?}: {e}", truncate(target)),
+    })?;
+    if !allow.permits(&target) {
+        return Err(Refusal {
+            code: RefuseCode::Forbidden,
+            message: format!("{} is not on this agent's allow-list", target.key()),
+        });
+    }
+    Ok(target)
+}
+
+fn truncate(s: &str) -> &str {
+    let mut end = s.len().min(80);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+async fn handle_stream(pending: PendingStream, ctx: Arc<RelayContext>) {
+    let id = pending.id();
+    let target = match check_open(pending.kind(), pending.target(), &ctx.allow) {
+        Ok(t) => t,
+        Err(r) => {
+            tracing::warn!(
+                "stream {id}: refused ({}): {}",
+                r.code.as_str_name(),
+                r.message
+            );
+            pending.refuse(r.code, &r.message);
+            return;
+        }
+    };
+    let tcp = match connect_tcp(&target.host, target.port, ctx.connect_timeout).await {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            let code = if e.kind() == io::ErrorKind::TimedOut {
+                RefuseCode::Timeout
+            } else {
+                RefuseCode::Unreachable
+            };
+            let message = format!("connecting to {}: {e}", target.key());
+            tracing::warn!("stream {id}: refused ({}): {message}", code.as_str_name());
+            pending.refuse(code, &message);
+            return;
+        }
+    };
+    let stream = match pending.accept() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!("stream {id}: gone before accept: {e}");
+            return;
+        }
+    };
+    tracing::info!("stream {id}: relaying to {target}");
+    let started = Instant::now();
+    match relay(stream, tcp).await {
+        Ok((up, down)) => tracing::info!(
+            "stream {id}: closed after {:.1?}; {up} bytes to {target}, {down} bytes from it",
+            started.elapsed()
+        ),
+        Err(e) => tracing::info!("stream {id} to {target}: aborted: {e}"),
+    }
+}
+
+/// TCP connect (trying every resolved address) with a timeout, `TCP_NODELAY` set.
+/// A timeout is reported as `ErrorKind::TimedOut`.
+pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream> {
+    let connect = TcpStream::connect((host, port));
+    let timed_out = async {
+        smol::Timer::after(timeout).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("timed out after {timeout:?}"),
+        ))
+    };
+    let tcp = futures_lite::future::or(connect, timed_out).await?;
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
+/// One direction of a relay: read into a buffer, write it all out, and on end of
+/// input half-close the output.
+struct Half {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    done: bool,
+    total: u64,
+}
+
+impl Half {
+    fn new() -> Self {
+        Half {
+            buf: vec![0; RELAY_BUF].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            eof: false,
+            done: false,
+            total: 0,
+        }
+    }
+
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            if self.start == self.end && !self.eof {
+                match Pin::new(&mut *r).poll_read(cx, &mut self.buf) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(0)) => self.eof = true,
+                    Poll::Ready(Ok(n)) => {
+                        self.start = 0;
+                        self.end = n;
+                    }
+                }
+            }
+            while self.start < self.end {
+                match Pin::new(&mut *w).poll_write(cx, &self.buf[self.start..self.end]) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        self.start += n;
+                        self.total += n as u64;
+                    }
+                }
+            }
+            if self.eof {
+                match Pin::new(&mut *w).poll_close(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => self.done = true,
+                }
+            }
+        }
+    }
+}
+
+/// Relays between a tunnel stream and a BMC socket until both directions ended
+/// (each end's EOF is passed on as a half-close) or either failed (the stream is then
+/// aborted). Returns the bytes sent to and received from the BMC.
+pub async fn relay(mut stream: Stream, mut tcp: TcpStream) -> io::Result<(u64, u64)> {
+    let mut to_bmc = Half::new();
+    let mut from_bmc = Half::new();
+    let res = poll_fn(|cx| {
+        let down = from_bmc.poll_copy(cx, &mut tcp, &mut stream);
+        if let Poll::Ready(Err(e)) = down {
+            return Poll::Ready(Err(io::Error::new(
+                e.kind(),
+                format!("BMC to gateway: {e}"),
+            )));
+        }
+        let up = to_bmc.poll_copy(cx, &mut stream, &mut tcp);
+        if let Poll::Ready(Err(e)) = up {
+            return Poll::Ready(Err(io::Error::new(
+                e.kind(),
+                format!("gateway to BMC: {e}"),
+            )));
+        }
+        if down.is_ready() && up.is_ready() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    match res {
+        Ok(()) => {
+            linger(&mut stream).await;
+            Ok((to_bmc.total, from_bmc.total))
+        }
+        Err(e) => {
+            stream.abort(CloseCode::PeerError, &e.to_string());
+            Err(e)
+        }
+    }
+}
+
+/// Waits until the multiplexer has sent everything queued on a finished stream and
+/// forgotten it. Dropping a `Stream` aborts it and discards unsent data, so dropping
+/// right after the last write and half-close would lose the tail. The tunnel has no
+/// "drained" signal; a write probe tells: it fails with `BrokenPipe` while the stream
+/// is still known (finished for writing), with another error once it is gone.
+async fn linger(stream: &mut Stream) {
+    let deadline = Instant::now() + LINGER_MAX;
+    let mut wait = Duration::from_millis(1);
+    loop {
+        let still_there = poll_fn(|cx| {
+            Poll::Ready(matches!(
+                Pin::new(&mut *stream).poll_write(cx, b"\0"),
+                Poll::Ready(Err(ref e)) if e.kind() == io::ErrorKind::BrokenPipe
+            ))
+        })
+        .await;
+        if !still_there || Instant::now() >= deadline {
+            return;
+        }
+        if wait == Duration::from_millis(1) {
+            futures_lite::future::yield_now().await;
+        }
+        smol::Timer::after(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outband_proto::pb;
+
+    fn allow() -> AllowList {
+        AllowList::new(vec![Target::parse("vnc://10.0.0.5").unwrap()])
+    }
+
+    #[test]
+    fn open_checks() {
+        let a = allow();
+        assert_eq!(
+            check_open(StreamKind::Tcp, "10.0.0.5:5900", &a)
+                .unwrap()
+                .port,
+            5900
+        );
+        assert!(check_open(StreamKind::Tcp, "vnc://10.0.0.5", &a).is_ok());
+        let r = check_open(StreamKind::Tcp, "10.0.0.5:22", &a).unwrap_err();
+        assert_eq!(r.code, RefuseCode::Forbidden);
+        assert!(r.message.contains("10.0.0.5:22"));
+        let r = check_open(StreamKind::Tcp, "ssh://10.0.0.5:22", &a).unwrap_err();
+        assert_eq!(r.code, RefuseCode::BadTarget);
+        let r = check_open(StreamKind::Tcp, &"x".repeat(5000), &a).unwrap_err();
+        assert_eq!(r.code, RefuseCode::BadTarget);
+        assert!(r.message.len() < 200);
+        let r = check_open(StreamKind::Unspecified, "10.0.0.5:5900", &a).unwrap_err();
+        assert_eq!(r.code, RefuseCode::UnsupportedKind);
+    }
+
+    #[test]
+    fn inventory_lists_allow_list() {
+        let inv = inventory(&allow());
+        assert_eq!(inv.endpoints.len(), 1);
+        assert_eq!(inv.endpoints[0].url, "vnc://10.0.0.5:5900");
+        assert!(!inv.endpoints[0].reachable);
+    }
+
+    #[test]
+    fn requests() {
+        let ctx = RelayContext {
+            allow: allow(),
+            connect_timeout: Duration::from_secs(1),
+            started: Instant::now(),
+        };
+        let addrs = vec!["192.0.2.1".to_owned()];
+        match answer(
+            Some(request::Body::AgentInfo(pb::AgentInfoRequest {})),
+            &ctx,
+            &addrs,
+        ) {
+            reply::Body::AgentInfo(info) => {
+                assert_eq!(info.agent_version, crate::VERSION);
+                assert_eq!(info.addresses, addrs);
+            }
+            other => panic!("{other:?}"),
+        }
+        match answer(None, &ctx, &addrs) {
+            reply::Body::Error(e) => assert_eq!(e.code, "unsupported"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn connect_refused_and_timeout_kinds() {
+        smol::block_on(async {
+            // A port that was just free: connection refused.
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            drop(l);
+            let e = connect_tcp("127.0.0.1", port, Duration::from_secs(2))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+            // Non-routable address (TEST-NET-1): no answer before the timeout, or an
+            // immediate error on a host without a route; either way bounded in time.
+            let t0 = Instant::now();
+            let e = connect_tcp("192.0.2.1", 9, Duration::from_millis(50))
+                .await
+                .unwrap_err();
+            assert!(t0.elapsed() < Duration::from_secs(2));
+            if e.kind() == io::ErrorKind::TimedOut {
+                assert!(e.to_string().contains("timed out after 50ms"), "{e}");
+            }
+        });
+    }
+}
