@@ -5,7 +5,7 @@
 //! buffers more than one maximal frame plus its header, and it rejects a bad length
 //! before reading the body, so a hostile peer cannot make it allocate.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use prost::Message;
 
 use crate::pb::{Frame, frame};
@@ -90,7 +90,9 @@ impl FrameDecoder {
             return HEADER_LEN - self.buf.len();
         }
         let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
-        (HEADER_LEN + len.min(self.max_len)).saturating_sub(self.buf.len()).max(1)
+        (HEADER_LEN + len.min(self.max_len))
+            .saturating_sub(self.buf.len())
+            .max(1)
     }
 
     /// Bytes buffered but not yet decoded.
@@ -135,9 +137,14 @@ impl FrameDecoder {
             self.buf.reserve(total - self.buf.len());
             return Ok(None);
         }
-        self.buf.advance(HEADER_LEN);
-        let body: Bytes = self.buf.split_to(len as usize).freeze();
-        let frame = Frame::decode(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        // Decode from a slice, which copies payloads into allocations of their own.
+        // Decoding from a shared `Bytes` would let one small payload the application
+        // holds on to pin the whole read buffer, so a peer could make us hold far more
+        // memory than the flow-control windows allow (e.g. one byte of data padded to
+        // a maximal frame with an unknown field).
+        let frame = Frame::decode(&self.buf[HEADER_LEN..total])
+            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        self.buf.advance(total);
         if frame.kind.is_none() {
             return Err(DecodeError::UnknownKind);
         }

@@ -12,6 +12,8 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod handshake;
 pub mod identity;
 pub mod mux;

@@ -49,13 +49,25 @@ pub struct MuxConfig {
     pub peer_initial_window: u32,
     /// Most streams open at once (both directions together).
     pub max_streams: usize,
-    /// Most payload bytes in one data frame.
+    /// Most payload bytes in one data frame. Clamped to
+    /// `1..=`[`MAX_CHUNK`] so a data frame always fits the codec's default maximum.
     pub max_chunk: usize,
-    /// Interval between heartbeats.
+    /// Interval between heartbeats (at least 1 ms).
     pub heartbeat_interval: Duration,
-    /// The peer is dead after this many intervals without any frame from it.
+    /// The peer is dead after this many intervals without any frame from it (at
+    /// least 1).
     pub dead_after_intervals: u32,
 }
+
+/// Largest `max_chunk`: a data frame with this much payload still fits in
+/// [`DEFAULT_MAX_FRAME_LEN`](crate::codec::DEFAULT_MAX_FRAME_LEN) with room for its
+/// fields.
+pub const MAX_CHUNK: usize = crate::codec::DEFAULT_MAX_FRAME_LEN - 64;
+
+/// Most frames the peer may make us queue as answers (heartbeat replies, close
+/// acknowledgements, refusals) while it does not read what we send. Beyond that the
+/// peer is flooding us (the HTTP/2 "ping flood" pattern) and the connection fails.
+const MAX_QUEUED_CONTROL: usize = 4096;
 
 impl MuxConfig {
     /// Defaults for `role`: 256 KiB windows, 1024 streams, 32 KiB chunks, 5 s
@@ -195,6 +207,9 @@ struct Stream {
     recv_to_grant: u64,
     recv_window: u32,
     recv_fin: bool,
+    /// The application let go of the stream after finishing it: deliver the queued
+    /// data and fin, drop incoming data, then close unless the peer finished too.
+    detached: bool,
 }
 
 impl Stream {
@@ -213,6 +228,7 @@ impl Stream {
             recv_to_grant: 0,
             recv_window,
             recv_fin: false,
+            detached: false,
         }
     }
 }
@@ -239,7 +255,10 @@ pub struct Mux {
 
 impl Mux {
     /// A new multiplexer; `now` starts the heartbeat clock.
-    pub fn new(cfg: MuxConfig, now: Instant) -> Self {
+    pub fn new(mut cfg: MuxConfig, now: Instant) -> Self {
+        cfg.max_chunk = cfg.max_chunk.clamp(1, MAX_CHUNK);
+        cfg.heartbeat_interval = cfg.heartbeat_interval.max(Duration::from_millis(1));
+        cfg.dead_after_intervals = cfg.dead_after_intervals.max(1);
         let next_local_id = match cfg.role {
             Role::Gateway => 1,
             Role::Agent => 2,
@@ -297,6 +316,19 @@ impl Mux {
         err
     }
 
+    /// Queues a frame the peer's input asks for (an answer). Fails if the peer
+    /// keeps asking without reading the answers.
+    fn push_answer(&mut self, f: Frame) -> Result<(), String> {
+        if self.control.len() >= MAX_QUEUED_CONTROL {
+            return Err(format!(
+                "peer floods us with frames that need answers but does not read them \
+                 ({MAX_QUEUED_CONTROL} queued)"
+            ));
+        }
+        self.control.push_back(f);
+        Ok(())
+    }
+
     /// Fails the connection for a protocol violation found outside the multiplexer
     /// (e.g. by the frame decoder); queues a `GoAway` with the reason.
     pub fn fail_protocol(&mut self, reason: String) -> ConnError {
@@ -310,15 +342,7 @@ impl Mux {
     pub fn fail_transport(&mut self, reason: String) -> ConnError {
         match &self.closed {
             Some(err) => err.clone(),
-            None => {
-                let err = ConnError::Transport(reason);
-                self.closed = Some(err.clone());
-                self.streams.clear();
-                self.control.clear();
-                self.ready.clear();
-                self.in_ready.clear();
-                err
-            }
+            None => self.fail(ConnError::Transport(reason)),
         }
     }
 
@@ -340,15 +364,16 @@ impl Mux {
         };
         let res = match kind {
             frame::Kind::Heartbeat(hb) => {
-                if !hb.reply {
-                    self.control.push_back(Frame {
+                if hb.reply {
+                    Ok(())
+                } else {
+                    self.push_answer(Frame {
                         kind: Some(frame::Kind::Heartbeat(Heartbeat {
                             seq: hb.seq,
                             reply: true,
                         })),
-                    });
+                    })
                 }
-                Ok(())
             }
             frame::Kind::Open(open) => self.on_open(open),
             frame::Kind::Accept(acc) => self.on_accept(acc),
@@ -368,12 +393,7 @@ impl Mux {
                 self.events.push_back(Event::Inventory(inv));
                 Ok(())
             }
-            frame::Kind::GoAway(g) => {
-                let err = ConnError::GoAway(g.reason);
-                self.streams.clear();
-                self.closed = Some(err.clone());
-                return Err(err);
-            }
+            frame::Kind::GoAway(g) => return Err(self.fail(ConnError::GoAway(g.reason))),
             frame::Kind::Hello(_) | frame::Kind::HelloAck(_) => {
                 Err("hello after the handshake".to_owned())
             }
@@ -429,14 +449,13 @@ impl Mux {
             open.initial_window
         };
         if self.streams.len() >= self.cfg.max_streams {
-            self.control.push_back(Frame {
+            return self.push_answer(Frame {
                 kind: Some(frame::Kind::Refuse(pb::StreamRefuse {
                     stream_id: id,
                     code: RefuseCode::TooManyStreams as i32,
                     message: format!("at most {} streams per connection", self.cfg.max_streams),
                 })),
             });
-            return Ok(());
         }
         let mut s = Stream::new(self.cfg.initial_window, window);
         s.awaiting_our_answer = true;
@@ -474,7 +493,7 @@ impl Mux {
         let id = r.stream_id;
         let Some(s) = self.peer_stream(id, "refuse")? else {
             // We cancelled it meanwhile; the refusal ends it as a close would.
-            self.streams.remove(&id);
+            self.remove_stream(id);
             return Ok(());
         };
         if !s.pending_accept {
@@ -491,6 +510,18 @@ impl Mux {
 
     fn on_data(&mut self, d: pb::StreamData) -> Result<(), String> {
         let id = d.stream_id;
+        if d.fin
+            && self
+                .streams
+                .get(&id)
+                .is_some_and(|s| s.closing && s.fin_sent)
+        {
+            // We closed after our fin went out, and now the peer's fin arrives: it has
+            // both fins and forgets the stream without answering our close (or its own
+            // close crosses ours), so no acknowledgement will come. Forget it too.
+            self.remove_stream(id);
+            return Ok(());
+        }
         let Some(s) = self.peer_stream(id, "data")? else {
             return Ok(());
         };
@@ -509,11 +540,15 @@ impl Mux {
         }
         s.recv_remaining -= len;
         s.recv_fin = d.fin;
-        if !d.data.is_empty() {
-            self.events.push_back(Event::Data { id, data: d.data });
+        if !s.detached {
+            if !d.data.is_empty() {
+                self.events.push_back(Event::Data { id, data: d.data });
+            }
+            if d.fin {
+                self.events.push_back(Event::Finished { id });
+            }
         }
         if d.fin {
-            self.events.push_back(Event::Finished { id });
             self.reap_if_done(id);
         }
         Ok(())
@@ -544,15 +579,17 @@ impl Mux {
                 self.remove_stream(id);
                 Ok(())
             }
-            Some(_) => {
+            Some(s) => {
+                let detached = s.detached;
                 self.remove_stream(id);
-                self.control.push_back(close_frame(id, CloseCode::Normal, ""));
-                self.events.push_back(Event::Closed {
-                    id,
-                    code: CloseCode::try_from(c.code).unwrap_or(CloseCode::Unspecified),
-                    message: c.message,
-                });
-                Ok(())
+                if !detached {
+                    self.events.push_back(Event::Closed {
+                        id,
+                        code: CloseCode::try_from(c.code).unwrap_or(CloseCode::Unspecified),
+                        message: c.message,
+                    });
+                }
+                self.push_answer(close_frame(id, CloseCode::Normal, ""))
             }
             None if self.was_used(id) => Ok(()),
             None => Err(format!("close for unknown stream {id}")),
@@ -591,7 +628,10 @@ impl Mux {
             return Err(StreamError::TooMany(self.cfg.max_streams));
         }
         let id = self.next_local_id;
-        self.next_local_id = self.next_local_id.checked_add(2).ok_or(StreamError::TooMany(0))?;
+        self.next_local_id = self
+            .next_local_id
+            .checked_add(2)
+            .ok_or(StreamError::TooMany(0))?;
         let mut s = Stream::new(self.cfg.initial_window, 0);
         s.pending_accept = true;
         self.streams.insert(id, s);
@@ -624,7 +664,12 @@ impl Mux {
     }
 
     /// Refuses a stream the peer opened; the id is gone.
-    pub fn refuse(&mut self, id: StreamId, code: RefuseCode, message: &str) -> Result<(), StreamError> {
+    pub fn refuse(
+        &mut self,
+        id: StreamId,
+        code: RefuseCode,
+        message: &str,
+    ) -> Result<(), StreamError> {
         let s = self.live(id)?;
         if !s.awaiting_our_answer {
             return Err(StreamError::Unknown(id));
@@ -655,7 +700,7 @@ impl Mux {
     /// peer grants more.
     pub fn send(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
         let s = self.live(id)?;
-        if s.awaiting_our_answer || s.fin_requested {
+        if s.awaiting_our_answer || s.pending_accept || s.fin_requested || s.detached {
             return Err(StreamError::NotWritable(id));
         }
         let n = usize::try_from(s.send_credit)
@@ -676,7 +721,7 @@ impl Mux {
     /// Half-closes the stream: no more data from us after what is queued.
     pub fn finish(&mut self, id: StreamId) -> Result<(), StreamError> {
         let s = self.live(id)?;
-        if s.awaiting_our_answer {
+        if s.awaiting_our_answer || s.detached {
             return Err(StreamError::NotWritable(id));
         }
         if !s.fin_requested {
@@ -694,7 +739,7 @@ impl Mux {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        if s.closing || s.recv_fin {
+        if s.closing || s.recv_fin || s.detached {
             return;
         }
         let window = u64::from(s.recv_window);
@@ -729,6 +774,25 @@ impl Mux {
             self.ready.retain(|r| *r != id);
         }
         self.control.push_back(close_frame(id, code, message));
+    }
+
+    /// The application let go of a stream. If it [finished](Mux::finish) the stream,
+    /// the queued data and the fin are still delivered; data the peer sends meanwhile
+    /// is dropped, and once the fin is out the stream is closed with `CANCELLED`
+    /// unless the peer finished too (then it simply ends). Without a finish, this is
+    /// [`Mux::close`] with `CANCELLED`. No more events are reported for the stream.
+    pub fn detach(&mut self, id: StreamId) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.closing || s.detached {
+            return;
+        }
+        if s.fin_requested && !s.fin_sent && !s.pending_accept && !s.awaiting_our_answer {
+            s.detached = true;
+            return;
+        }
+        self.close(id, CloseCode::Cancelled, "stream handle dropped");
     }
 
     /// Sends a unary request; the reply arrives as [`Event::Reply`] with the returned id.
@@ -794,6 +858,14 @@ impl Mux {
             }
             if fin {
                 s.fin_sent = true;
+                if s.detached && !s.recv_fin {
+                    s.closing = true;
+                    self.control.push_back(close_frame(
+                        id,
+                        CloseCode::Cancelled,
+                        "stream handle dropped",
+                    ));
+                }
                 self.reap_if_done(id);
             } else if s.send_queued > 0 || s.fin_requested {
                 self.schedule(id);

@@ -25,8 +25,11 @@ const READ_CHUNK: usize = 32 * 1024;
 const WRITE_KEEP: usize = 16 * 1024;
 /// How long a closing connection may take to flush its `GoAway`.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// Reads per poll before yielding, so one busy connection cannot starve a thread.
+/// Reads per round of the poll loop.
 const READS_PER_POLL: usize = 16;
+/// Rounds of the poll loop before the driver yields to the executor, so one busy
+/// connection (e.g. a peer flooding heartbeats) cannot starve the thread.
+const ROUNDS_PER_POLL: usize = 32;
 
 type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -53,7 +56,12 @@ impl<IO> std::fmt::Debug for Driver<IO> {
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
-    pub(crate) fn new(io: IO, shared: Arc<Shared>, timer: Box<dyn Timer>, max_frame: usize) -> Self {
+    pub(crate) fn new(
+        io: IO,
+        shared: Arc<Shared>,
+        timer: Box<dyn Timer>,
+        max_frame: usize,
+    ) -> Self {
         Self {
             io,
             shared,
@@ -114,7 +122,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                 }
                 Poll::Ready(Ok(n)) => {
                     progress = true;
-                    self.shared.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    self.shared
+                        .stats
+                        .bytes_in
+                        .fetch_add(n as u64, Ordering::Relaxed);
                     self.decoder.extend(&read_buf[..n]);
                     if let Err(err) = self.decode_all() {
                         self.start_closing(err, Instant::now());
@@ -150,8 +161,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             if self.write_buf.len() < WRITE_HIGH_WATER {
                 let mut st = self.shared.lock();
                 while self.write_buf.len() < WRITE_HIGH_WATER {
-                    let Some(frame) = st.mux.poll_transmit() else { break };
-                    if let Err(e) = codec::encode_frame(&frame, self.max_frame, &mut self.write_buf) {
+                    let Some(frame) = st.mux.poll_transmit() else {
+                        break;
+                    };
+                    if let Err(e) = codec::encode_frame(&frame, self.max_frame, &mut self.write_buf)
+                    {
                         // Our own frames are bounded by construction; this is a bug.
                         tracing::error!(error = %e, kind = codec::kind_name(&frame), "dropping unencodable frame");
                         continue;
@@ -170,7 +184,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                 Poll::Ready(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(n) => {
                     progress = true;
-                    self.shared.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                    self.shared
+                        .stats
+                        .bytes_out
+                        .fetch_add(n as u64, Ordering::Relaxed);
                     let _ = self.write_buf.split_to(n);
                 }
             }
@@ -213,7 +230,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
                     .unwrap_or_else(|| ConnError::Closed("driver finished".into())),
             );
         }
-        loop {
+        for _ in 0..ROUNDS_PER_POLL {
             if this.closing.is_some() {
                 return this.poll_closing(cx);
             }
@@ -261,5 +278,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
                 return Poll::Pending;
             }
         }
+        // Still busy: let other tasks run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }

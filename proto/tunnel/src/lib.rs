@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use outband_proto::mux::{ConnError, Event, Mux, StreamError, StreamId};
 use outband_proto::pb::{self, CloseCode, InventoryReport, RefuseCode, StreamKind};
 
@@ -79,9 +79,21 @@ pub struct Stats {
     pub bytes_out: AtomicU64,
 }
 
+/// Payloads smaller than this are copied into [`RecvState::small`] instead of being
+/// queued one by one, so a peer sending tiny frames cannot make the queue's per-chunk
+/// overhead exceed the window many times over.
+const SMALL_CHUNK: usize = 4096;
+/// The coalescing buffer is moved into the queue once it holds this much.
+const SMALL_BUF: usize = 16 * 1024;
+/// Most streams, requests and reports queued for [`Tunnel::accept`] (or twice
+/// `max_streams` if that is more) before the peer counts as flooding us.
+const MAX_INCOMING: usize = 4096;
+
 #[derive(Debug, Default)]
 struct RecvState {
+    /// Received payloads in order; `small` logically follows them.
     chunks: VecDeque<Bytes>,
+    small: BytesMut,
     fin: bool,
     /// The peer aborted the stream.
     reset: Option<(CloseCode, String)>,
@@ -135,13 +147,12 @@ impl State {
             match ev {
                 Event::Opened { id, kind, target } => {
                     self.streams.insert(id, RecvState::default());
-                    self.incoming.push_back(Incoming::Stream(PendingStream {
+                    self.push_incoming(Incoming::Stream(PendingStream {
                         id,
                         kind,
                         target,
                         shared: None,
                     }));
-                    wake(&mut self.incoming_waker);
                 }
                 Event::Accepted { id } => self.finish_open(id, Ok(())),
                 Event::Refused { id, code, message } => {
@@ -149,7 +160,7 @@ impl State {
                 }
                 Event::Data { id, data } => {
                     if let Some(s) = self.streams.get_mut(&id) {
-                        s.chunks.push_back(data);
+                        s.push(data);
                         wake(&mut s.read_waker);
                     }
                 }
@@ -179,8 +190,7 @@ impl State {
                     );
                 }
                 Event::Request(r) => {
-                    self.incoming.push_back(Incoming::Request(r));
-                    wake(&mut self.incoming_waker);
+                    self.push_incoming(Incoming::Request(r));
                 }
                 Event::Reply(r) => {
                     if let Some(slot) = self.replies.get_mut(&r.request_id) {
@@ -189,11 +199,24 @@ impl State {
                     }
                 }
                 Event::Inventory(inv) => {
-                    self.incoming.push_back(Incoming::Inventory(inv));
-                    wake(&mut self.incoming_waker);
+                    self.push_incoming(Incoming::Inventory(inv));
                 }
             }
         }
+    }
+
+    /// Queues a request or report for [`Tunnel::accept`]; fails the connection if
+    /// the peer sends them much faster than they are taken.
+    fn push_incoming(&mut self, inc: Incoming) {
+        let max = MAX_INCOMING.max(2 * self.mux.config().max_streams);
+        if self.incoming.len() >= max {
+            self.mux.fail_protocol(format!(
+                "peer started more than {max} streams, requests and reports that were not taken yet"
+            ));
+            return;
+        }
+        self.incoming.push_back(inc);
+        wake(&mut self.incoming_waker);
     }
 
     fn finish_open(&mut self, id: StreamId, res: Result<(), OpenError>) {
@@ -227,6 +250,41 @@ impl State {
         for w in self.closed_wakers.drain(..) {
             w.wake();
         }
+    }
+}
+
+impl RecvState {
+    fn push(&mut self, data: Bytes) {
+        if data.len() < SMALL_CHUNK {
+            self.small.extend_from_slice(&data);
+            if self.small.len() >= SMALL_BUF {
+                self.chunks.push_back(self.small.split().freeze());
+            }
+        } else {
+            if !self.small.is_empty() {
+                self.chunks.push_back(self.small.split().freeze());
+            }
+            self.chunks.push_back(data);
+        }
+    }
+
+    /// Copies received bytes into `buf`; returns how many.
+    fn read_into(&mut self, buf: &mut [u8]) -> usize {
+        let (n, front_done) = if let Some(front) = self.chunks.front_mut() {
+            let n = front.len().min(buf.len());
+            buf[..n].copy_from_slice(&front[..n]);
+            front.advance(n);
+            (n, front.is_empty())
+        } else {
+            let n = self.small.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.small[..n]);
+            self.small.advance(n);
+            (n, false)
+        };
+        if front_done {
+            self.chunks.pop_front();
+        }
+        n
     }
 }
 
@@ -401,7 +459,9 @@ impl Tunnel {
             if let Some(err) = &st.closed {
                 return Poll::Ready(err.clone());
             }
-            st.closed_wakers.push(cx.waker().clone());
+            if !st.closed_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                st.closed_wakers.push(cx.waker().clone());
+            }
             Poll::Pending
         })
         .await

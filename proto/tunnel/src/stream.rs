@@ -11,8 +11,13 @@ use outband_proto::pb::CloseCode;
 use crate::Shared;
 
 /// A multiplexed stream. Reads end with `Ok(0)` when the peer finished (half-close);
-/// `poll_close` half-closes our side. Dropping the stream before both sides finished
-/// aborts it (`StreamClose` with `CANCELLED`).
+/// `poll_close` half-closes our side.
+///
+/// Dropping the stream after `poll_close` still delivers everything written and the
+/// fin; if the peer has not finished by then, the stream is closed with `CANCELLED`
+/// (like a TCP close with the peer still sending). Dropping it without `poll_close`
+/// aborts both directions at once (`StreamClose` with `CANCELLED`), discarding
+/// unsent data.
 #[derive(Debug)]
 pub struct Stream {
     id: StreamId,
@@ -49,6 +54,7 @@ impl Stream {
     fn close_with(&mut self, code: CloseCode, message: &str) {
         let mut st = self.shared.lock();
         st.streams.remove(&self.id);
+        st.opening.remove(&self.id);
         st.mux.close(self.id, code, message);
         st.wake_driver();
     }
@@ -69,6 +75,9 @@ impl futures_io::AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         let id = self.id;
         let mut guard = self.shared.lock();
         let st = &mut *guard;
@@ -78,14 +87,8 @@ impl futures_io::AsyncRead for Stream {
                 "stream is closed",
             )));
         };
-        if let Some(front) = rs.chunks.front_mut() {
-            let n = front.len().min(buf.len());
-            buf[..n].copy_from_slice(&front[..n]);
-            if n == front.len() {
-                rs.chunks.pop_front();
-            } else {
-                let _ = front.split_to(n);
-            }
+        let n = rs.read_into(buf);
+        if n > 0 {
             st.mux.release(id, n);
             if st.mux.has_transmit() {
                 st.wake_driver();
@@ -153,6 +156,12 @@ impl futures_io::AsyncWrite for Stream {
 
     fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut st = self.shared.lock();
+        if let Some((code, msg)) = st.streams.get(&self.id).and_then(|rs| rs.reset.as_ref()) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                format!("stream closed by peer ({code:?}): {msg}"),
+            )));
+        }
         match st.mux.finish(self.id) {
             Ok(()) => {
                 st.wake_driver();
@@ -168,7 +177,11 @@ impl futures_io::AsyncWrite for Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         if !self.forgotten {
-            self.close_with(CloseCode::Cancelled, "stream handle dropped");
+            let mut st = self.shared.lock();
+            st.streams.remove(&self.id);
+            st.opening.remove(&self.id);
+            st.mux.detach(self.id);
+            st.wake_driver();
         }
     }
 }
