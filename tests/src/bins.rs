@@ -1,0 +1,101 @@
+//! Finds the `outband-gateway` and `outband-agent` binaries.
+//!
+//! `env!("CARGO_BIN_EXE_…")` only works for binaries of the crate under test, so the
+//! harness looks in the target profile dir of the test binary itself
+//! (`target/<profile>/deps/e2e_vnc-…` → `target/<profile>/`). Before the first use in a
+//! test process it runs `cargo build -p outband-agent -p outband-gateway --bins` for
+//! that profile (a no-op when up to date), so a plain
+//! `cargo nextest run -p outband-e2e` never tests stale binaries.
+//!
+//! - `OUTBAND_E2E_BIN_DIR=/dir`: use the binaries in `/dir`, build nothing.
+//! - `OUTBAND_E2E_NO_BUILD=1`: use the target dir as is, build nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use anyhow::Context as _;
+
+/// The directory holding the binaries, after building them once per test process.
+pub fn bin_dir() -> anyhow::Result<&'static Path> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(|| locate_and_build().map_err(|e| format!("{e:#}")))
+        .as_deref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The path of one of the workspace's binaries, e.g. `outband-gateway`.
+pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    let path = bin_dir()?.join(name);
+    anyhow::ensure!(
+        path.is_file(),
+        "{} not found (build it with `cargo build -p {name}`)",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn locate_and_build() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("OUTBAND_E2E_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().context("locate the test binary")?;
+    // target/<profile>/deps/<test binary>
+    let profile_dir = exe
+        .parent()
+        .filter(|d| d.ends_with("deps"))
+        .and_then(Path::parent)
+        .with_context(|| {
+            format!(
+                "test binary {} is not in a target/<profile>/deps dir",
+                exe.display()
+            )
+        })?
+        .to_path_buf();
+    if std::env::var_os("OUTBAND_E2E_NO_BUILD").is_some() {
+        return Ok(profile_dir);
+    }
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev".to_owned(),
+        Some(other) => other.to_owned(),
+        None => anyhow::bail!("cannot tell the profile of {}", profile_dir.display()),
+    };
+    // target/<profile> or target/<triple>/<profile>: cargo puts a CACHEDIR.TAG at the
+    // root of every target dir.
+    let mut target_dir = profile_dir.parent().context("profile dir has a parent")?;
+    let mut triple = None;
+    if !target_dir.join("CACHEDIR.TAG").exists() {
+        if let (Some(t), Some(parent)) = (target_dir.file_name(), target_dir.parent()) {
+            triple = Some(t.to_owned());
+            target_dir = parent;
+        }
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .args([
+            "-p",
+            "outband-agent",
+            "-p",
+            "outband-gateway",
+            "--bins",
+            "--profile",
+            &profile,
+        ])
+        .env("CARGO_TARGET_DIR", target_dir);
+    if let Some(t) = triple {
+        cmd.arg("--target").arg(t);
+    }
+    let out = cmd
+        .output()
+        .context("run cargo build for the e2e binaries")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo build of outband-agent/outband-gateway failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(profile_dir)
+}
