@@ -1,0 +1,720 @@
+//! The multiplexer between two honest ends (a `Pair` with a virtual clock) and
+//! against a hostile peer (frames fed in by hand).
+
+mod util;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use outband_proto::mux::{ConnError, Event, Mux, Role, StreamError};
+use outband_proto::pb::{self, CloseCode, Frame, RefuseCode, StreamKind, frame::Kind};
+use util::{Pair, Side, cfg, data_of};
+
+// ---------------------------------------------------------------- open / accept
+
+#[test]
+fn open_accept() {
+    let mut p = Pair::new();
+    let id =
+        p.gw.mux
+            .open(StreamKind::Tcp, "vnc://10.0.0.5:5900")
+            .unwrap();
+    assert_eq!(id % 2, 1, "the gateway opens odd ids");
+    p.drive();
+    assert_eq!(
+        p.events(Side::Ag),
+        vec![Event::Opened {
+            id,
+            kind: StreamKind::Tcp,
+            target: "vnc://10.0.0.5:5900".into()
+        }]
+    );
+    p.ag.mux.accept(id).unwrap();
+    p.drive();
+    assert_eq!(p.events(Side::Gw), vec![Event::Accepted { id }]);
+    // And the agent's own streams get even ids.
+    let id2 = p.open_accepted(Side::Ag);
+    assert_eq!(id2 % 2, 0);
+    assert_eq!(p.gw.mux.stream_count(), 2);
+}
+
+#[test]
+fn open_refuse() {
+    let mut p = Pair::new();
+    let id = p.gw.mux.open(StreamKind::Tcp, "10.9.9.9:22").unwrap();
+    p.drive();
+    p.events(Side::Ag);
+    p.ag.mux
+        .refuse(id, RefuseCode::Forbidden, "not on the inventory")
+        .unwrap();
+    p.drive();
+    assert_eq!(
+        p.events(Side::Gw),
+        vec![Event::Refused {
+            id,
+            code: RefuseCode::Forbidden,
+            message: "not on the inventory".into()
+        }]
+    );
+    assert_eq!(p.gw.mux.stream_count(), 0);
+    assert_eq!(p.ag.mux.stream_count(), 0);
+    assert_eq!(p.gw.mux.send(id, b"x"), Err(StreamError::Unknown(id)));
+}
+
+#[test]
+fn send_before_accept_is_not_writable() {
+    let mut p = Pair::new();
+    let id = p.gw.mux.open(StreamKind::Tcp, "t").unwrap();
+    assert_eq!(p.gw.mux.send_capacity(id), 0);
+    assert_eq!(
+        p.gw.mux.send(id, b"early"),
+        Err(StreamError::NotWritable(id))
+    );
+    p.drive();
+    // The peer's side is not writable before it answers either.
+    assert_eq!(p.ag.mux.send(id, b"x"), Err(StreamError::NotWritable(id)));
+}
+
+// ---------------------------------------------------------------- data
+
+#[test]
+fn data_both_directions() {
+    let mut p = Pair::new();
+    let id = p.open_accepted(Side::Gw);
+    assert_eq!(p.gw.mux.send(id, b"ping from gateway").unwrap(), 17);
+    assert_eq!(p.ag.mux.send(id, b"pong from agent").unwrap(), 15);
+    p.drive();
+    assert_eq!(p.read_all(Side::Ag, id), b"ping from gateway");
+    assert_eq!(p.read_all(Side::Gw, id), b"pong from agent");
+}
+
+#[test]
+fn large_transfer_is_chunked_and_arrives_in_order() {
+    let mut p = Pair::new();
+    let id = p.open_accepted(Side::Gw);
+    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let mut off = 0;
+    let mut got = Vec::new();
+    while got.len() < payload.len() {
+        off += p.gw.mux.send(id, &payload[off..]).unwrap();
+        p.drive();
+        got.extend(p.read_all(Side::Ag, id));
+        p.drive();
+    }
+    assert_eq!(got, payload);
+    let max_chunk = p.gw.mux.config().max_chunk;
+    assert!(
+        p.gw.sent
+            .iter()
+            .filter_map(data_of)
+            .all(|(_, n, _)| n <= max_chunk),
+        "a data frame exceeded max_chunk"
+    );
+}
+
+// ---------------------------------------------------------------- flow control
+
+#[test]
+fn sender_never_exceeds_window_and_gets_writable_after_release() {
+    let mut ag = cfg(Role::Agent);
+    ag.initial_window = 1000;
+    let mut p = Pair::with(cfg(Role::Gateway), ag);
+    let id = p.open_accepted(Side::Gw);
+
+    assert_eq!(p.gw.mux.send_capacity(id), 1000);
+    assert_eq!(
+        p.gw.mux.send(id, &[1u8; 5000]).unwrap(),
+        1000,
+        "partial send"
+    );
+    assert_eq!(p.gw.mux.send(id, &[1u8; 10]).unwrap(), 0);
+    p.drive();
+    let sent: usize =
+        p.gw.sent
+            .iter()
+            .filter_map(data_of)
+            .map(|(_, n, _)| n)
+            .sum();
+    assert_eq!(sent, 1000);
+    assert!(
+        p.events(Side::Gw).is_empty(),
+        "no Writable before any release"
+    );
+
+    // Releasing less than a quarter of the window sends no update yet.
+    p.ag.mux.release(id, 100);
+    p.drive();
+    assert!(!p.sent_kinds(Side::Ag).contains(&"window"));
+    assert_eq!(p.gw.mux.send_capacity(id), 0);
+
+    p.ag.mux.release(id, 900);
+    p.drive();
+    assert!(p.sent_kinds(Side::Ag).contains(&"window"));
+    assert_eq!(p.events(Side::Gw), vec![Event::Writable { id }]);
+    assert_eq!(p.gw.mux.send_capacity(id), 1000);
+    assert_eq!(p.gw.mux.send(id, &[2u8; 3000]).unwrap(), 1000);
+}
+
+#[test]
+fn a_stalled_stream_blocks_only_itself() {
+    let mut p = Pair::new();
+    let stalled = p.open_accepted(Side::Gw);
+    let busy = p.open_accepted(Side::Gw);
+    // Fill the stalled stream's window; its reader never releases.
+    let window = p.gw.mux.send_capacity(stalled);
+    assert_eq!(p.gw.mux.send(stalled, &vec![0u8; 1 << 20]).unwrap(), window);
+    p.drive();
+    assert_eq!(p.gw.mux.send_capacity(stalled), 0);
+
+    let payload = vec![9u8; 2 << 20];
+    let (mut off, mut got) = (0, 0);
+    while got < payload.len() {
+        off += p.gw.mux.send(busy, &payload[off..]).unwrap();
+        p.drive();
+        got += p.read_all(Side::Ag, busy).len();
+        p.drive();
+    }
+    assert_eq!(got, payload.len());
+    assert_eq!(
+        p.gw.mux.send_capacity(stalled),
+        0,
+        "stalled stream got credit"
+    );
+}
+
+// ---------------------------------------------------------------- scheduling
+
+#[test]
+fn data_is_round_robin_and_control_goes_first() {
+    let mut p = Pair::new();
+    let a = p.open_accepted(Side::Gw);
+    let b = p.open_accepted(Side::Gw);
+    let chunk = p.gw.mux.config().max_chunk;
+    assert_eq!(p.gw.mux.send(a, &vec![1u8; 8 * chunk]).unwrap(), 8 * chunk);
+    assert_eq!(p.gw.mux.send(b, &vec![2u8; 8 * chunk]).unwrap(), 8 * chunk);
+
+    let first = p.transmit_one(Side::Gw).unwrap();
+    assert_eq!(data_of(&first).map(|d| d.0), Some(a));
+
+    // Now queue control frames: a heartbeat and a window update.
+    p.ag.mux.send(a, &vec![3u8; 40_000]).unwrap();
+    p.drive_one_way(Side::Ag);
+    let _ = p.read_all(Side::Gw, a); // releases 40 000 bytes → window update
+    p.advance(Duration::from_secs(5)); // heartbeat due
+    let mut control = Vec::new();
+    let first_data = loop {
+        let f = p.transmit_one(Side::Gw).unwrap();
+        match data_of(&f) {
+            Some((id, _, _)) => break id,
+            None => control.push(outband_proto::codec::kind_name(&f)),
+        }
+    };
+    assert!(
+        control.contains(&"window") && control.contains(&"heartbeat"),
+        "control frames queued behind data: {control:?}"
+    );
+    assert!(control.iter().all(|k| *k == "window" || *k == "heartbeat"));
+
+    // Then data again, alternating between the streams.
+    let mut order = vec![first_data];
+    order.extend((0..9).map(|_| data_of(&p.transmit_one(Side::Gw).unwrap()).expect("data").0));
+    assert_eq!(order, vec![b, a, b, a, b, a, b, a, b, a]);
+}
+
+// ---------------------------------------------------------------- fin / close
+
+#[test]
+fn half_close_both_directions_and_reaping() {
+    let mut p = Pair::new();
+    let id = p.open_accepted(Side::Gw);
+    p.gw.mux.send(id, b"request").unwrap();
+    p.gw.mux.finish(id).unwrap();
+    p.drive();
+    assert_eq!(p.read_all(Side::Ag, id), b"request");
+    assert_eq!(p.events(Side::Ag), vec![Event::Finished { id }]);
+    assert_eq!(
+        p.gw.mux.send(id, b"more"),
+        Err(StreamError::NotWritable(id))
+    );
+
+    // The other direction still works after the half-close.
+    p.ag.mux.send(id, b"response").unwrap();
+    p.drive();
+    assert_eq!(p.read_all(Side::Gw, id), b"response");
+    assert_eq!((p.gw.mux.stream_count(), p.ag.mux.stream_count()), (1, 1));
+
+    p.ag.mux.finish(id).unwrap();
+    p.drive();
+    assert_eq!(p.events(Side::Gw), vec![Event::Finished { id }]);
+    assert_eq!((p.gw.mux.stream_count(), p.ag.mux.stream_count()), (0, 0));
+    assert!(p.gw.error.is_none() && p.ag.error.is_none());
+}
+
+#[test]
+fn fin_requested_before_accept_is_sent_after_it() {
+    let mut p = Pair::new();
+    let id = p.gw.mux.open(StreamKind::Tcp, "t").unwrap();
+    p.gw.mux.finish(id).unwrap();
+    p.drive();
+    p.events(Side::Ag);
+    p.ag.mux.accept(id).unwrap();
+    p.drive();
+    assert_eq!(p.events(Side::Ag), vec![Event::Finished { id }]);
+}
+
+#[test]
+fn close_is_acknowledged_and_the_id_forgotten() {
+    let mut p = Pair::new();
+    let id = p.open_accepted(Side::Gw);
+    p.gw.mux
+        .close(id, CloseCode::PeerError, "browser went away");
+    assert_eq!(p.gw.mux.stream_count(), 1, "kept until acknowledged");
+    p.drive();
+    assert_eq!(
+        p.events(Side::Ag),
+        vec![Event::Closed {
+            id,
+            code: CloseCode::PeerError,
+            message: "browser went away".into()
+        }]
+    );
+    assert_eq!(p.sent_kinds(Side::Ag).last(), Some(&"close"), "ack");
+    assert_eq!((p.gw.mux.stream_count(), p.ag.mux.stream_count()), (0, 0));
+    assert!(p.events(Side::Gw).is_empty(), "the ack is no event");
+}
+
+#[test]
+fn data_in_flight_after_close_is_ignored() {
+    let mut p = Pair::new();
+    let id = p.open_accepted(Side::Gw);
+    p.ag.mux.send(id, b"late data").unwrap();
+    p.ag.mux.finish(id).unwrap();
+    p.transmit_one(Side::Ag).unwrap(); // on the wire, not delivered
+    p.gw.mux.close(id, CloseCode::Cancelled, "");
+    p.deliver_one(Side::Ag);
+    assert!(p.gw.error.is_none(), "{:?}", p.gw.error);
+    assert!(
+        p.events(Side::Gw).is_empty(),
+        "data for a closing stream surfaced"
+    );
+    p.drive();
+    assert!(p.gw.error.is_none() && p.ag.error.is_none());
+    assert_eq!((p.gw.mux.stream_count(), p.ag.mux.stream_count()), (0, 0));
+}
+
+#[test]
+fn crossing_closes_forget_both_sides() {
+    let mut p = Pair::new();
+    let id = p.open_accepted(Side::Gw);
+    p.gw.mux.close(id, CloseCode::Normal, "");
+    p.ag.mux.close(id, CloseCode::Normal, "");
+    p.drive();
+    assert!(p.gw.error.is_none() && p.ag.error.is_none());
+    assert_eq!((p.gw.mux.stream_count(), p.ag.mux.stream_count()), (0, 0));
+    // Neither side reports a close it started itself as an event.
+    assert!(p.events(Side::Gw).is_empty() && p.events(Side::Ag).is_empty());
+}
+
+/// Regression: a close that crosses the peer's fin after both fins were sent used to
+/// leave the closer waiting forever for an acknowledgement (a leaked stream slot).
+#[test]
+fn close_crossing_the_last_fin_does_not_leak_the_stream() {
+    let mut p = Pair::new();
+    let id = p.open_accepted(Side::Gw);
+    p.gw.mux.finish(id).unwrap();
+    p.drive(); // the agent has the gateway's fin
+    p.ag.mux.finish(id).unwrap();
+    p.transmit_one(Side::Ag).unwrap(); // agent's fin on the wire; agent reaps
+    assert_eq!(p.ag.mux.stream_count(), 0);
+    p.gw.mux.close(id, CloseCode::Cancelled, "handle dropped");
+    p.drive();
+    assert!(p.gw.error.is_none() && p.ag.error.is_none());
+    assert_eq!(p.gw.mux.stream_count(), 0, "closing stream leaked");
+}
+
+#[test]
+fn detach_after_finish_delivers_everything_then_closes() {
+    let mut p = Pair::new();
+    let id = p.open_accepted(Side::Gw);
+    p.gw.mux.send(id, b"last words").unwrap();
+    p.gw.mux.finish(id).unwrap();
+    p.gw.mux.detach(id);
+    p.drive();
+    assert_eq!(p.read_all(Side::Ag, id), b"last words");
+    let evs = p.events(Side::Ag);
+    assert_eq!(evs[0], Event::Finished { id });
+    assert!(
+        matches!(&evs[1], Event::Closed { id: i, code: CloseCode::Cancelled, .. } if *i == id),
+        "{evs:?}"
+    );
+    assert_eq!((p.gw.mux.stream_count(), p.ag.mux.stream_count()), (0, 0));
+}
+
+#[test]
+fn detach_after_both_fins_needs_no_close() {
+    let mut p = Pair::new();
+    let id = p.open_accepted(Side::Gw);
+    p.ag.mux.finish(id).unwrap();
+    p.drive();
+    p.gw.mux.finish(id).unwrap();
+    p.gw.mux.detach(id);
+    p.drive();
+    assert!(!p.sent_kinds(Side::Gw).contains(&"close"));
+    assert_eq!((p.gw.mux.stream_count(), p.ag.mux.stream_count()), (0, 0));
+}
+
+#[test]
+fn detach_without_finish_aborts() {
+    let mut p = Pair::new();
+    let id = p.open_accepted(Side::Gw);
+    p.gw.mux.send(id, b"unsent").unwrap();
+    p.gw.mux.detach(id);
+    p.drive();
+    assert!(
+        p.read_all(Side::Ag, id).is_empty(),
+        "queued data was not dropped"
+    );
+    assert!(matches!(
+        p.events(Side::Ag).as_slice(),
+        [Event::Closed {
+            code: CloseCode::Cancelled,
+            ..
+        }]
+    ));
+    assert_eq!((p.gw.mux.stream_count(), p.ag.mux.stream_count()), (0, 0));
+}
+
+// ---------------------------------------------------------------- heartbeats
+
+#[test]
+fn heartbeats_every_interval_are_answered() {
+    let mut p = Pair::new();
+    let start = p.now;
+    let interval = Duration::from_secs(5);
+    assert_eq!(p.gw.mux.poll_timeout(), Some(start + interval));
+    for i in 1..=10u64 {
+        p.advance(interval);
+        p.drive();
+        let gw_hb = p.gw.sent.iter().filter(|f| is_heartbeat(f, false)).count();
+        let ag_replies = p.ag.sent.iter().filter(|f| is_heartbeat(f, true)).count();
+        assert_eq!(gw_hb as u64, i, "one heartbeat per interval");
+        assert_eq!(ag_replies as u64, i, "every heartbeat answered");
+        assert!(p.gw.mux.poll_timeout().unwrap() > p.now);
+    }
+    assert!(p.gw.error.is_none() && p.ag.error.is_none());
+}
+
+fn is_heartbeat(f: &Frame, reply: bool) -> bool {
+    matches!(&f.kind, Some(Kind::Heartbeat(h)) if h.reply == reply)
+}
+
+#[test]
+fn silence_for_three_intervals_is_dead() {
+    let now = Instant::now();
+    let mut m = Mux::new(cfg(Role::Gateway), now);
+    let interval = Duration::from_secs(5);
+    m.handle_timeout(now + interval).unwrap();
+    m.handle_timeout(now + 2 * interval).unwrap();
+    m.handle_timeout(now + 3 * interval - Duration::from_millis(1))
+        .unwrap();
+    assert_eq!(m.poll_timeout(), Some(now + 3 * interval));
+    let err = m.handle_timeout(now + 3 * interval).unwrap_err();
+    assert_eq!(err, ConnError::Dead(3 * interval));
+    assert_eq!(m.close_reason(), Some(&err));
+    assert_eq!(m.poll_timeout(), None);
+    assert!(matches!(
+        m.poll_transmit().and_then(|f| f.kind),
+        Some(Kind::GoAway(_))
+    ));
+}
+
+#[test]
+fn any_frame_keeps_the_peer_alive() {
+    let now = Instant::now();
+    let mut m = Mux::new(cfg(Role::Gateway), now);
+    let hb = || {
+        frame(Kind::Heartbeat(pb::Heartbeat {
+            seq: 1,
+            reply: true,
+        }))
+    };
+    for i in 1..=20u32 {
+        let t = now + Duration::from_secs(4) * i;
+        m.handle_frame(hb(), t).unwrap();
+        m.handle_timeout(t).unwrap();
+    }
+}
+
+// ---------------------------------------------------------------- connection close
+
+#[test]
+fn close_connection_sends_go_away_and_the_peer_sees_it() {
+    let mut p = Pair::new();
+    let id = p.open_accepted(Side::Gw);
+    p.gw.mux.close_connection("maintenance");
+    assert_eq!(p.gw.mux.stream_count(), 0);
+    assert_eq!(p.gw.mux.send(id, b"x"), Err(StreamError::ConnectionClosed));
+    p.drive();
+    assert_eq!(
+        p.ag.error,
+        Some(ConnError::GoAway(
+            "connection closed locally: maintenance".into()
+        ))
+    );
+    assert!(!p.ag.mux.has_transmit(), "nothing is sent after a GoAway");
+    assert_eq!(p.ag.mux.stream_count(), 0);
+}
+
+// ---------------------------------------------------------------- hostile peer
+
+fn frame(kind: Kind) -> Frame {
+    Frame { kind: Some(kind) }
+}
+
+fn data(id: u32, bytes: &[u8], fin: bool) -> Frame {
+    frame(Kind::Data(pb::StreamData {
+        stream_id: id,
+        data: Bytes::copy_from_slice(bytes),
+        fin,
+    }))
+}
+
+fn open(id: u32) -> Frame {
+    frame(Kind::Open(pb::StreamOpen {
+        stream_id: id,
+        kind: StreamKind::Tcp as i32,
+        target: "t".into(),
+        initial_window: 0,
+    }))
+}
+
+/// An agent-side multiplexer with stream 1 (opened by the "gateway") accepted.
+fn agent_with_stream() -> (Mux, Instant) {
+    let now = Instant::now();
+    let mut m = Mux::new(cfg(Role::Agent), now);
+    m.handle_frame(open(1), now).unwrap();
+    m.accept(1).unwrap();
+    while m.poll_event().is_some() {}
+    while m.poll_transmit().is_some() {}
+    (m, now)
+}
+
+/// Feeds `frames`; the last must fail the connection with a reason containing `why`.
+fn assert_protocol_error(mut m: Mux, now: Instant, frames: Vec<Frame>, why: &str) {
+    let n = frames.len();
+    for (i, f) in frames.into_iter().enumerate() {
+        let res = m.handle_frame(f, now);
+        if i + 1 < n {
+            res.unwrap_or_else(|e| panic!("frame {i} failed early: {e}"));
+            continue;
+        }
+        match res {
+            Err(ConnError::Protocol(reason)) => {
+                assert!(reason.contains(why), "reason {reason:?} lacks {why:?}")
+            }
+            other => panic!("expected a protocol error ({why}), got {other:?}"),
+        }
+    }
+    // The GoAway tells the peer why, and nothing else goes out.
+    match m.poll_transmit().and_then(|f| f.kind) {
+        Some(Kind::GoAway(g)) => assert!(g.reason.contains(why), "{g:?}"),
+        other => panic!("expected GoAway, got {other:?}"),
+    }
+    assert!(m.poll_transmit().is_none());
+    assert_eq!(m.stream_count(), 0);
+    // The connection stays failed.
+    assert!(m.handle_frame(data(1, b"x", false), now).is_err());
+    assert_eq!(m.send(1, b"x"), Err(StreamError::ConnectionClosed));
+}
+
+#[test]
+fn data_on_unknown_stream() {
+    let (m, now) = agent_with_stream();
+    assert_protocol_error(m, now, vec![data(9, b"x", false)], "unknown stream 9");
+}
+
+#[test]
+fn data_after_fin() {
+    let (mut m, now) = agent_with_stream();
+    m.handle_frame(data(1, b"a", true), now).unwrap();
+    assert_protocol_error(m, now, vec![data(1, b"b", false)], "after fin");
+}
+
+#[test]
+fn data_after_fin_on_a_reaped_stream() {
+    let (mut m, now) = agent_with_stream();
+    m.finish(1).unwrap();
+    while m.poll_transmit().is_some() {}
+    m.handle_frame(data(1, b"a", true), now).unwrap();
+    assert_eq!(m.stream_count(), 0, "both fins: reaped");
+    assert_protocol_error(m, now, vec![data(1, b"b", false)], "closed stream 1");
+}
+
+#[test]
+fn data_after_the_peers_own_close() {
+    let (mut m, now) = agent_with_stream();
+    let close = frame(Kind::Close(pb::StreamClose {
+        stream_id: 1,
+        code: CloseCode::Normal as i32,
+        message: String::new(),
+    }));
+    m.handle_frame(close, now).unwrap();
+    assert_protocol_error(m, now, vec![data(1, b"b", false)], "closed stream 1");
+}
+
+#[test]
+fn duplicate_open() {
+    let (m, now) = agent_with_stream();
+    assert_protocol_error(m, now, vec![open(1)], "duplicate or reused stream id 1");
+}
+
+#[test]
+fn reused_lower_id() {
+    let (m, now) = agent_with_stream();
+    assert_protocol_error(m, now, vec![open(7), open(5)], "reused stream id 5");
+}
+
+#[test]
+fn wrong_parity_open() {
+    let (m, now) = agent_with_stream();
+    assert_protocol_error(m, now, vec![open(2)], "wrong parity");
+    let (m, now) = agent_with_stream();
+    assert_protocol_error(m, now, vec![open(0)], "wrong parity");
+}
+
+#[test]
+fn data_exceeding_window() {
+    let (mut m, now) = agent_with_stream();
+    let window = m.config().initial_window as usize;
+    m.handle_frame(data(1, &vec![0; window - 10], false), now)
+        .unwrap();
+    assert_protocol_error(
+        m,
+        now,
+        vec![data(1, &[0; 11], false)],
+        "exceeded its window",
+    );
+}
+
+#[test]
+fn data_before_accept() {
+    let now = Instant::now();
+    let m = Mux::new(cfg(Role::Agent), now);
+    assert_protocol_error(
+        m,
+        now,
+        vec![open(1), data(1, b"x", false)],
+        "before it was accepted",
+    );
+}
+
+#[test]
+fn hello_after_handshake() {
+    let (m, now) = agent_with_stream();
+    let hello = outband_proto::handshake::hello("0.1.0", "ABCD-EFGH", 65536);
+    assert_protocol_error(m, now, vec![hello], "hello after the handshake");
+    let (m, now) = agent_with_stream();
+    let ack = frame(Kind::HelloAck(pb::HelloAck::default()));
+    assert_protocol_error(m, now, vec![ack], "hello after the handshake");
+}
+
+#[test]
+fn window_overflow_beyond_4_gib() {
+    let (m, now) = agent_with_stream();
+    let w = |inc| {
+        frame(Kind::Window(pb::WindowUpdate {
+            stream_id: 1,
+            increment: inc,
+        }))
+    };
+    // Stream 1's credit starts at the peer's initial window (64 KiB).
+    assert_protocol_error(m, now, vec![w(u32::MAX - 65536), w(1)], "beyond 4 GiB");
+}
+
+#[test]
+fn accept_for_a_stream_we_did_not_open() {
+    let (m, now) = agent_with_stream();
+    let acc = frame(Kind::Accept(pb::StreamAccept {
+        stream_id: 1,
+        initial_window: 1,
+    }));
+    assert_protocol_error(m, now, vec![acc], "not opening");
+}
+
+#[test]
+fn control_flood_without_reading_fails_the_connection() {
+    let (mut m, now) = agent_with_stream();
+    let hb = frame(Kind::Heartbeat(pb::Heartbeat {
+        seq: 1,
+        reply: false,
+    }));
+    let mut failed = None;
+    for i in 0..100_000 {
+        if let Err(e) = m.handle_frame(hb.clone(), now) {
+            failed = Some((i, e));
+            break;
+        }
+    }
+    let (i, err) = failed.expect("a heartbeat flood must be cut off");
+    assert!(i < 10_000, "accepted {i} unanswered heartbeats");
+    assert!(matches!(err, ConnError::Protocol(r) if r.contains("floods")));
+}
+
+#[test]
+fn too_many_streams_is_refused_and_the_connection_survives() {
+    let mut ag = cfg(Role::Agent);
+    ag.max_streams = 2;
+    let mut p = Pair::with(cfg(Role::Gateway), ag);
+    let a = p.open_accepted(Side::Gw);
+    let _b = p.open_accepted(Side::Gw);
+    let c = p.gw.mux.open(StreamKind::Tcp, "t").unwrap();
+    p.drive();
+    let evs = p.events(Side::Gw);
+    assert!(
+        matches!(evs.as_slice(), [Event::Refused { id, code: RefuseCode::TooManyStreams, .. }] if *id == c),
+        "{evs:?}"
+    );
+    assert!(
+        p.events(Side::Ag).is_empty(),
+        "the agent's app never saw stream {c}"
+    );
+    // The connection still carries data.
+    p.gw.mux.send(a, b"still here").unwrap();
+    p.drive();
+    assert_eq!(p.read_all(Side::Ag, a), b"still here");
+    assert!(p.gw.error.is_none() && p.ag.error.is_none());
+    // And once a stream ends, a new one fits again.
+    p.gw.mux.close(a, CloseCode::Normal, "");
+    p.drive();
+    p.open_accepted(Side::Gw);
+}
+
+#[test]
+fn requests_and_replies() {
+    let mut p = Pair::new();
+    let rid =
+        p.gw.mux
+            .request(pb::request::Body::AgentInfo(pb::AgentInfoRequest {}))
+            .unwrap();
+    p.drive();
+    let evs = p.events(Side::Ag);
+    let [Event::Request(req)] = evs.as_slice() else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(req.request_id, rid);
+    let info = pb::AgentInfoReply {
+        agent_version: "0.1.0".into(),
+        uptime_ms: 5,
+        addresses: vec![],
+    };
+    p.ag.mux
+        .reply(rid, pb::reply::Body::AgentInfo(info.clone()));
+    p.drive();
+    assert_eq!(
+        p.events(Side::Gw),
+        vec![Event::Reply(pb::Reply {
+            request_id: rid,
+            body: Some(pb::reply::Body::AgentInfo(info))
+        })]
+    );
+}
