@@ -154,10 +154,8 @@ pub fn load_or_create_dev(state_dir: &Path) -> Result<ServerIdentity, PkiError> 
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ];
-    if let Some(host) = hostname() {
-        if !names.contains(&host) {
-            names.push(host);
-        }
+    if let Some(host) = hostname().filter(|h| !names.contains(h)) {
+        names.push(host);
     }
     let server_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::new(names)?;

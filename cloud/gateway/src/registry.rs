@@ -183,10 +183,12 @@ impl Registry {
 
     /// Stores an inventory report from connection `conn_id` of the agent.
     pub fn set_inventory(&self, agent_id: &str, conn_id: u64, report: InventoryReport) {
-        if let Some(e) = self.lock().get_mut(agent_id) {
-            if e.conn_id == conn_id {
-                e.inventory = Some(report);
-            }
+        if let Some(e) = self
+            .lock()
+            .get_mut(agent_id)
+            .filter(|e| e.conn_id == conn_id)
+        {
+            e.inventory = Some(report);
         }
     }
 
