@@ -24,8 +24,6 @@ use crate::target::{AllowList, Target};
 
 /// Buffer per relay direction.
 const RELAY_BUF: usize = 32 * 1024;
-/// Longest wait for a finished stream's last bytes to leave before dropping it.
-const LINGER_MAX: Duration = Duration::from_secs(5);
 
 /// What stream handling needs, shared by every stream of every connection.
 #[derive(Debug)]
@@ -285,41 +283,12 @@ pub async fn relay(mut stream: Stream, mut tcp: TcpStream) -> io::Result<(u64, u
     })
     .await;
     match res {
-        Ok(()) => {
-            linger(&mut stream).await;
-            Ok((to_bmc.total, from_bmc.total))
-        }
+        // Dropping a finished stream still delivers what was written and the fin.
+        Ok(()) => Ok((to_bmc.total, from_bmc.total)),
         Err(e) => {
             stream.abort(CloseCode::PeerError, &e.to_string());
             Err(e)
         }
-    }
-}
-
-/// Waits until the multiplexer has sent everything queued on a finished stream and
-/// forgotten it. Dropping a `Stream` aborts it and discards unsent data, so dropping
-/// right after the last write and half-close would lose the tail. The tunnel has no
-/// "drained" signal; a write probe tells: it fails with `BrokenPipe` while the stream
-/// is still known (finished for writing), with another error once it is gone.
-async fn linger(stream: &mut Stream) {
-    let deadline = Instant::now() + LINGER_MAX;
-    let mut wait = Duration::from_millis(1);
-    loop {
-        let still_there = poll_fn(|cx| {
-            Poll::Ready(matches!(
-                Pin::new(&mut *stream).poll_write(cx, b"\0"),
-                Poll::Ready(Err(ref e)) if e.kind() == io::ErrorKind::BrokenPipe
-            ))
-        })
-        .await;
-        if !still_there || Instant::now() >= deadline {
-            return;
-        }
-        if wait == Duration::from_millis(1) {
-            futures_lite::future::yield_now().await;
-        }
-        smol::Timer::after(wait).await;
-        wait = (wait * 2).min(Duration::from_millis(50));
     }
 }
 

@@ -94,9 +94,25 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> [u8; 32] {
     Sha256::digest(cert.as_ref()).into()
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("no certificate in the gateway's chain matches the pinned SHA-256 fingerprint")]
+/// rustls prints certificate errors with `Debug`, so both impls give the message.
 struct PinMismatch;
+
+const PIN_MISMATCH: &str =
+    "no certificate in the gateway's chain matches the pinned SHA-256 fingerprint";
+
+impl std::fmt::Debug for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(PIN_MISMATCH)
+    }
+}
+
+impl std::fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(PIN_MISMATCH)
+    }
+}
+
+impl std::error::Error for PinMismatch {}
 
 /// Fingerprint mode: some certificate of the presented chain must have the pinned
 /// fingerprint, and the chain must then verify (name, dates, signatures) with that
