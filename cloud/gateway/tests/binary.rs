@@ -7,24 +7,38 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_outband-gateway");
 
-fn start(dir: &Path) -> (Child, serde_json::Value) {
+/// The running binary; killed if a test panics before stopping it.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start(dir: &Path) -> (Running, serde_json::Value) {
     let ready = dir.join("ready.json");
     let _ = std::fs::remove_file(&ready);
-    let child = Command::new(BIN)
-        .args([
-            "--agent-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--ready-file")
-        .arg(&ready)
-        .args(["--log", "info"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Running(Some(
+        Command::new(BIN)
+            .args([
+                "--agent-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(["--log", "info"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(bytes) = std::fs::read(&ready) {
@@ -38,7 +52,8 @@ fn start(dir: &Path) -> (Child, serde_json::Value) {
     }
 }
 
-fn stop(mut child: Child) -> String {
+fn stop(mut running: Running) -> String {
+    let mut child = running.0.take().expect("running");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -49,7 +64,11 @@ fn stop(mut child: Child) -> String {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "gateway did not stop on SIGTERM");
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gateway did not stop on SIGTERM");
+        }
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut stderr = String::new();
