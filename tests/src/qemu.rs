@@ -88,3 +88,32 @@ fn free_vnc_port() -> anyhow::Result<u16> {
     }
     anyhow::bail!("no free port above 5900")
 }
+
+impl QemuVnc {
+    /// Waits until SeaBIOS has finished drawing: two full frames 500 ms apart have
+    /// the same size and differ at most in the cursor cell, and the screen is not
+    /// blank. Returns the screen size.
+    pub fn wait_settled(&self, timeout: Duration) -> anyhow::Result<(u16, u16)> {
+        use crate::rfb::RfbClient;
+        use crate::screen::Diff;
+        let mut prev: Option<crate::rfb::Framebuffer> = None;
+        wait_for("QEMU's SeaBIOS screen to settle", timeout, || {
+            let mut c = RfbClient::connect(self.addr, Duration::from_secs(5)).ok()?;
+            let fb = c.full_frame(Duration::from_secs(5)).ok()?;
+            let size = (c.width, c.height);
+            let settled = match &prev {
+                Some(p) if p.width == fb.width && p.height == fb.height => {
+                    Diff::of(fb.width, fb.bytes_per_pixel, &p.pixels, &fb.pixels)
+                        .is_ok_and(|d| d.within_cell())
+                        && fb.pixels.iter().any(|&b| b != 0)
+                }
+                _ => false,
+            };
+            prev = Some(fb);
+            if !settled {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            settled.then_some(size)
+        })
+    }
+}
