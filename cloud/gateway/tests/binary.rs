@@ -104,6 +104,11 @@ fn binary_serves_writes_ready_file_and_keeps_its_ca() {
     let stderr = stop(child);
     assert!(stderr.contains(&ca_file), "{stderr}");
     assert!(stderr.contains(&fingerprint), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "colour codes in a redirected log: {stderr}"
+    );
+    assert!(stderr.contains(&format!("ca_file={ca_file}")), "{stderr}");
 
     // Restart: same CA.
     let (child, again) = start(dir.path());
