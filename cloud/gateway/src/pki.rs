@@ -248,4 +248,26 @@ mod tests {
         let err = load_or_create_dev(dir.path()).unwrap_err();
         assert!(err.to_string().contains("refusing to replace"), "{err}");
     }
+
+    #[test]
+    fn production_files_load_and_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = CertificateParams::new(vec!["gw.example".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        fs::write(&c, cert.pem()).unwrap();
+        fs::write(&k, key.serialize_pem()).unwrap();
+        let id = load_files(&c, &k).unwrap();
+        assert_eq!(id.cert_chain.len(), 1);
+        assert!(id.ca_file.is_none());
+
+        let missing = dir.path().join("missing.pem");
+        let err = load_files(&missing, &k).unwrap_err();
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+        let err = load_files(&c, &c).unwrap_err();
+        assert!(err.to_string().contains("c.pem"), "{err}");
+    }
 }
