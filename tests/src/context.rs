@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// One test's scratch space. Create it first in a test (or use [`TestContext::run`]) so
+/// One test's scratch space (kept after the test when it fails, or always with
+/// `OUTBAND_E2E_KEEP=1`). Create it first in a test (or use [`TestContext::run`]) so
 /// it is dropped last, after the processes that write into it.
 #[derive(Debug)]
 pub struct TestContext {
@@ -103,15 +104,14 @@ impl TestContext {
 
 impl Drop for TestContext {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.dump_logs();
+        let keep = std::env::var_os("OUTBAND_E2E_KEEP").is_some();
+        if std::thread::panicking() || keep {
+            if !keep {
+                self.dump_logs();
+            }
             if let Some(d) = self.dir.take() {
                 let kept = d.keep();
-                eprintln!(
-                    "test {} failed; test dir kept at {}",
-                    self.name,
-                    kept.display()
-                );
+                eprintln!("test {}: test dir kept at {}", self.name, kept.display());
             }
         }
     }
