@@ -114,3 +114,18 @@ async fn metrics_are_prometheus_text() {
     assert!(text.contains("outband_gateway_agents_connected 0\n"));
     assert!(text.contains("outband_gateway_relays 0\n"));
 }
+
+#[tokio::test]
+async fn operator_page_is_html_that_uses_the_api() {
+    let resp = app()
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let ctype = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(ctype.starts_with("text/html"), "{ctype}");
+    assert!(resp.headers().contains_key("content-security-policy"));
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let html = std::str::from_utf8(&body).unwrap();
+    assert!(html.contains("/api/v1/agents") && html.contains("/api/v1/relays"));
+}

@@ -4,6 +4,7 @@
 //! endpoint and must only listen on loopback (the default); authentication arrives
 //! with the manager integration.
 //!
+//! - `GET /` (operator page)
 //! - `GET /health`
 //! - `GET /metrics` (Prometheus text)
 //! - `GET /api/v1/agents`, `GET /api/v1/agents/{id}`
@@ -47,6 +48,7 @@ pub struct AppState {
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(index))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/api/v1/agents", get(list_agents))
@@ -56,6 +58,20 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// The operator page: agents and relays, refreshed from the JSON API.
+async fn index() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'",
+            ),
+        ],
+        include_str!("index.html"),
+    )
 }
 
 async fn health() -> Json<serde_json::Value> {
