@@ -64,11 +64,13 @@ fn locate_and_build() -> anyhow::Result<PathBuf> {
     // root of every target dir.
     let mut target_dir = profile_dir.parent().context("profile dir has a parent")?;
     let mut triple = None;
-    if !target_dir.join("CACHEDIR.TAG").exists() {
-        if let (Some(t), Some(parent)) = (target_dir.file_name(), target_dir.parent()) {
-            triple = Some(t.to_owned());
-            target_dir = parent;
-        }
+    if let (false, Some(t), Some(parent)) = (
+        target_dir.join("CACHEDIR.TAG").exists(),
+        target_dir.file_name(),
+        target_dir.parent(),
+    ) {
+        triple = Some(t.to_owned());
+        target_dir = parent;
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");

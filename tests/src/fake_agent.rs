@@ -238,3 +238,13 @@ impl ResolvesClientCert for FixedCert {
         true
     }
 }
+
+impl FakeAgent {
+    /// Closes our side cleanly: TLS close_notify, then TCP half-close.
+    pub fn close(&mut self) -> anyhow::Result<()> {
+        self.tls.conn.send_close_notify();
+        self.tls.flush().context("flush close_notify")?;
+        self.tls.sock.shutdown(std::net::Shutdown::Write)?;
+        Ok(())
+    }
+}
