@@ -143,7 +143,7 @@ impl Agent {
                 Err(e) => tracing::warn!("gateway connect failed: {e:#}"),
             }
             let delay = self.config.backoff.delay(attempt, &mut rng);
-            tracing::info!("reconnecting in {:.3?} (attempt {})", delay, attempt + 1);
+            tracing::info!("reconnecting in {delay:?} (attempt {})", attempt + 1);
             attempt = attempt.saturating_add(1);
             smol::Timer::after(delay).await;
         }

@@ -84,3 +84,41 @@ fn identity_is_stable_and_corrupt_key_is_kept() {
     );
     assert_eq!(std::fs::read_to_string(&key).unwrap(), "not a key");
 }
+
+#[test]
+fn logs_connect_failures_and_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, params.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gateway = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outband-agent"))
+        .args(["--gateway", &gateway, "--ca-file", ca.to_str().unwrap()])
+        .args(["--state-dir", dir.path().to_str().unwrap()])
+        .args(["--backoff-base-ms", "10", "--backoff-cap-ms", "20"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = stderr(&out);
+    let first = log.lines().next().unwrap_or_default();
+    // "2026-12-03T13:25:39.123Z INFO  outband_agent: ..."
+    assert_eq!(first.as_bytes().get(10), Some(&b'T'), "{first}");
+    assert!(first.contains("Z INFO "), "{first}");
+    let failures = log
+        .matches(&format!(
+            "WARN  outband_agent::connect: gateway connect failed: TCP connect to {gateway}"
+        ))
+        .count();
+    assert!(failures >= 2, "expected repeated failures:\n{log}");
+    assert!(log.contains("reconnecting in"), "{log}");
+}
