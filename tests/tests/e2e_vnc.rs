@@ -113,7 +113,9 @@ fn vncdotool_capture_through_relay_matches_direct() {
         let relay = gw.create_relay(&agent_id, &vnc)?;
 
         let mut last = None;
-        for attempt in 0..4 {
+        // Two captures a second apart can straddle a cursor blink; a difference inside
+        // one text cell is accepted, anything larger is retried once more.
+        for attempt in 0..2 {
             let direct_png = ctx.path().join(format!("direct-{attempt}.png"));
             let relay_png = ctx.path().join(format!("relay-{attempt}.png"));
             vncdo_capture(&format!("127.0.0.1::{}", qemu.addr().port()), &direct_png)?;
@@ -131,8 +133,9 @@ fn vncdotool_capture_through_relay_matches_direct() {
                 "relay capture is all black"
             );
             let diff = Diff::of_images(&a, &b)?;
+            eprintln!("capture {attempt}: {diff:?}");
             last = Some(diff);
-            if diff.identical() {
+            if diff.within_cell() {
                 break;
             }
         }
