@@ -125,6 +125,8 @@ pub struct MuxOutcome {
     pub bytes_delivered: u64,
     /// Why the connection ended, if it did.
     pub error: Option<ConnError>,
+    /// Streams still holding an id at the end.
+    pub streams_left: usize,
 }
 
 /// A cursor over fuzz input.
@@ -257,6 +259,7 @@ pub fn mux(data: &[u8]) -> MuxOutcome {
         m.close_reason(),
         "error not reported as close reason"
     );
+    h.out.streams_left = m.stream_count();
     h.out
 }
 

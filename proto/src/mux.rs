@@ -427,10 +427,12 @@ impl Mux {
 
     /// Forgets a stream once both directions have finished.
     fn reap_if_done(&mut self, id: StreamId) {
-        if let Some(s) = self.streams.get(&id) {
-            if s.fin_sent && s.recv_fin && !s.closing {
-                self.remove_stream(id);
-            }
+        if self
+            .streams
+            .get(&id)
+            .is_some_and(|s| s.fin_sent && s.recv_fin && !s.closing)
+        {
+            self.remove_stream(id);
         }
     }
 

@@ -162,10 +162,10 @@ impl Pair {
         let now = self.now;
         for side in [Side::Gw, Side::Ag] {
             let end = self.end(side);
-            if end.mux.poll_timeout().is_some_and(|t| t <= now) {
-                if let Err(e) = end.mux.handle_timeout(now) {
-                    end.error.get_or_insert(e);
-                }
+            if end.mux.poll_timeout().is_some_and(|t| t <= now)
+                && let Err(e) = end.mux.handle_timeout(now)
+            {
+                end.error.get_or_insert(e);
             }
         }
     }

@@ -257,10 +257,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
                 deadline
             };
             let mut progress = false;
-            if let Some(deadline) = deadline {
-                if this.poll_sleep(deadline, cx).is_ready() {
-                    progress = true;
-                }
+            if let Some(deadline) = deadline
+                && this.poll_sleep(deadline, cx).is_ready()
+            {
+                progress = true;
             }
             progress |= this.poll_reads(cx);
             if this.closing.is_some() {

@@ -220,11 +220,11 @@ impl State {
     }
 
     fn finish_open(&mut self, id: StreamId, res: Result<(), OpenError>) {
-        if let Some(slot) = self.opening.get_mut(&id) {
-            if let OpenState::Waiting(w) = slot {
-                wake(w);
-                *slot = OpenState::Done(res);
-            }
+        if let Some(slot) = self.opening.get_mut(&id)
+            && let OpenState::Waiting(w) = slot
+        {
+            wake(w);
+            *slot = OpenState::Done(res);
         }
     }
 

@@ -127,13 +127,11 @@ impl futures_io::AsyncWrite for Stream {
         let id = self.id;
         let mut guard = self.shared.lock();
         let st = &mut *guard;
-        if let Some(rs) = st.streams.get(&id) {
-            if let Some((code, msg)) = &rs.reset {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    format!("stream closed by peer ({code:?}): {msg}"),
-                )));
-            }
+        if let Some((code, msg)) = st.streams.get(&id).and_then(|rs| rs.reset.as_ref()) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                format!("stream closed by peer ({code:?}): {msg}"),
+            )));
         }
         match st.mux.send(id, buf) {
             Ok(0) => {
