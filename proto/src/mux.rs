@@ -319,13 +319,20 @@ impl Mux {
     /// Queues a frame the peer's input asks for (an answer). Fails if the peer
     /// keeps asking without reading the answers.
     fn push_answer(&mut self, f: Frame) -> Result<(), String> {
+        self.check_backlog()?;
+        self.control.push_back(f);
+        Ok(())
+    }
+
+    /// Refuses more frames that need answers (also from the application: accepts,
+    /// refusals, replies) while the peer leaves our answers unread.
+    fn check_backlog(&self) -> Result<(), String> {
         if self.control.len() >= MAX_QUEUED_CONTROL {
             return Err(format!(
                 "peer floods us with frames that need answers but does not read them \
                  ({MAX_QUEUED_CONTROL} queued)"
             ));
         }
-        self.control.push_back(f);
         Ok(())
     }
 
@@ -381,10 +388,9 @@ impl Mux {
             frame::Kind::Data(d) => self.on_data(d),
             frame::Kind::Window(w) => self.on_window(w),
             frame::Kind::Close(c) => self.on_close(c),
-            frame::Kind::Request(r) => {
+            frame::Kind::Request(r) => self.check_backlog().map(|()| {
                 self.events.push_back(Event::Request(r));
-                Ok(())
-            }
+            }),
             frame::Kind::Reply(r) => {
                 self.events.push_back(Event::Reply(r));
                 Ok(())
@@ -445,6 +451,7 @@ impl Mux {
             return Err(format!("duplicate or reused stream id {id}"));
         }
         self.peer_max_id = id;
+        self.check_backlog()?;
         let window = if open.initial_window == 0 {
             self.cfg.peer_initial_window
         } else {

@@ -718,3 +718,40 @@ fn requests_and_replies() {
         })]
     );
 }
+
+#[test]
+fn open_and_request_floods_without_reading_fail_the_connection() {
+    // The peer opens streams the application refuses, and sends requests it
+    // answers, but never reads the refusals and replies.
+    let now = Instant::now();
+    let mut m = Mux::new(cfg(Role::Agent), now);
+    let mut failed = None;
+    for i in 0..100_000u32 {
+        let id = 2 * i + 1;
+        if let Err(e) = m.handle_frame(open(id), now) {
+            failed = Some(e);
+            break;
+        }
+        while m.poll_event().is_some() {}
+        m.refuse(id, RefuseCode::Forbidden, "no").unwrap();
+    }
+    assert!(matches!(failed, Some(ConnError::Protocol(r)) if r.contains("floods")));
+
+    let mut m = Mux::new(cfg(Role::Agent), now);
+    let req = |id| {
+        frame(Kind::Request(pb::Request {
+            request_id: id,
+            body: Some(pb::request::Body::AgentInfo(pb::AgentInfoRequest {})),
+        }))
+    };
+    let mut failed = None;
+    for id in 0..100_000u64 {
+        if let Err(e) = m.handle_frame(req(id), now) {
+            failed = Some(e);
+            break;
+        }
+        while m.poll_event().is_some() {}
+        m.reply(id, pb::reply::Body::Error(pb::ErrorReply::default()));
+    }
+    assert!(matches!(failed, Some(ConnError::Protocol(r)) if r.contains("floods")));
+}

@@ -217,6 +217,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     }
 }
 
+impl<IO> Drop for Driver<IO> {
+    /// A driver dropped before it finished (its task was cancelled) ends the
+    /// connection, so nothing waits for it forever.
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut st = self.shared.lock();
+            let err = st.mux.fail_transport("connection driver dropped".into());
+            st.set_closed(err);
+        }
+    }
+}
+
 impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
     type Output = ConnError;
 

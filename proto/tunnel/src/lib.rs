@@ -506,7 +506,11 @@ impl PendingStream {
         let shared = self.shared.take().ok_or(StreamError::Unknown(self.id))?;
         {
             let mut st = shared.lock();
-            st.mux.accept(self.id)?;
+            if let Err(e) = st.mux.accept(self.id) {
+                // Closed by the peer meanwhile (or the connection ended).
+                st.streams.remove(&self.id);
+                return Err(e);
+            }
             st.wake_driver();
         }
         Ok(Stream::new(self.id, shared))

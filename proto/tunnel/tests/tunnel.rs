@@ -464,3 +464,21 @@ fn a_cancelled_open_leaves_nothing_behind() {
         assert_eq!((s.gw.stream_count(), s.ag.stream_count()), (0, 0));
     });
 }
+
+#[test]
+fn dropping_the_driver_ends_the_connection() {
+    run(async {
+        let s = setup().await;
+        let (mut client, _server) = open_pair(&s).await;
+        drop(s.gw_driver);
+        assert!(matches!(s.gw.closed().await, ConnError::Transport(_)));
+        let mut buf = [0u8; 4];
+        let err = client
+            .read(&mut buf)
+            .await
+            .expect_err("read on a dead connection");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionAborted);
+        // The agent sees the transport go away.
+        assert!(matches!(s.ag_driver.await, ConnError::Transport(_)));
+    });
+}
