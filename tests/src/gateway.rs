@@ -12,6 +12,10 @@ use crate::context::TestContext;
 use crate::process::Proc;
 use crate::wait::wait_for;
 
+/// The gateway's log filter unless a test sets one: our crates at debug, libraries
+/// (rustls, hyper) at info.
+pub const DEFAULT_LOG: &str = "info,outband_gateway=debug,outband_tunnel=debug";
+
 /// Command-line options for the gateway; `None` leaves the gateway's default.
 #[derive(Debug, Clone, Default)]
 pub struct GatewayOptions {
@@ -25,7 +29,7 @@ pub struct GatewayOptions {
     pub handshake_timeout_ms: Option<u64>,
     /// `--max-handshakes`.
     pub max_handshakes: Option<u32>,
-    /// `--log` (default `debug`, so failures explain themselves).
+    /// `--log` (default [`DEFAULT_LOG`], so failures explain themselves).
     pub log: Option<String>,
 }
 
@@ -263,7 +267,7 @@ fn spawn(
         "--ready-file".into(),
         ready_file.display().to_string(),
         "--log".into(),
-        opts.log.clone().unwrap_or_else(|| "debug".into()),
+        opts.log.clone().unwrap_or_else(|| DEFAULT_LOG.into()),
     ];
     if let Some(ms) = opts.heartbeat_interval_ms {
         args.extend(["--heartbeat-interval-ms".into(), ms.to_string()]);
@@ -295,5 +299,24 @@ impl Gateway {
         wait_for("an agent in /api/v1/agents", timeout, || {
             self.agent_ids().ok()?.into_iter().next()
         })
+    }
+}
+
+impl Gateway {
+    /// `GET /metrics`: the value of the sample named exactly `series` (name plus
+    /// labels as printed, e.g. `outband_gateway_handshakes_total{result="timeout"}`),
+    /// or `None` if absent.
+    pub fn metric(&self, series: &str) -> anyhow::Result<Option<f64>> {
+        let (status, body) = self.get("/metrics")?;
+        anyhow::ensure!(status == 200, "GET /metrics: {status} {body}");
+        Ok(body.lines().find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        }))
+    }
+
+    /// Like [`Gateway::metric`], with an absent series read as 0.
+    pub fn metric_or_zero(&self, series: &str) -> anyhow::Result<f64> {
+        Ok(self.metric(series)?.unwrap_or(0.0))
     }
 }

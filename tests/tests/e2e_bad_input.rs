@@ -49,6 +49,8 @@ impl Bed {
     /// The real agent still relays, the gateway still runs and never panicked.
     fn check_healthy(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.gw.proc_mut().is_running(), "gateway exited");
+        let (status, body) = self.gw.get("/health")?;
+        anyhow::ensure!(status == 200, "GET /health: {status} {body}");
         self.gw.wait_agent(&self.agent_id, T)?;
         let relay = self
             .gw
@@ -201,6 +203,10 @@ fn malformed_frames_close_only_that_connection() {
         for case in &cases {
             run_case(&bed, ctx, case).with_context(|| format!("case {:?}", case.name))?;
         }
+        let protocol = bed
+            .gw
+            .metric_or_zero("outband_gateway_agent_disconnects_total{reason_kind=\"protocol\"}")?;
+        assert!(protocol >= 10.0, "protocol disconnects counted: {protocol}");
         bed.check_healthy()
     });
 }
@@ -290,6 +296,9 @@ fn bad_client_certificates_are_rejected() {
                 "{cert:?}: rejection does not mention {reason:?}: {line}"
             );
         }
+        let bad = gw.metric_or_zero("outband_gateway_handshakes_total{result=\"bad_cert\"}")?
+            + gw.metric_or_zero("outband_gateway_handshakes_total{result=\"no_client_cert\"}")?;
+        assert!(bad >= 5.0, "rejected certificates counted: {bad}");
         bed.check_healthy()
     });
 }
@@ -325,15 +334,20 @@ fn stalled_handshakes_time_out_and_block_no_one() {
         }
         no_hello.expect_closed(T).context("TLS without hello")?;
         check_timeout("TLS without hello", t0.elapsed())?;
-        let log = bed.gw.proc().stderr_since(log_start);
-        let timeouts = log
-            .lines()
-            .filter(|l| l.contains("rejected") && l.contains("handshake timeout"))
-            .count();
-        assert!(
-            timeouts >= 3,
-            "expected 3 handshake timeouts in the log:\n{log}"
-        );
+        // The log lines may trail the closes by a moment.
+        outband_e2e::wait::wait_until("3 handshake timeouts in the gateway log", T, || {
+            bed.gw
+                .proc()
+                .stderr_since(log_start)
+                .lines()
+                .filter(|l| l.contains("rejected") && l.contains("handshake timeout"))
+                .count()
+                >= 3
+        })?;
+        let counted = bed
+            .gw
+            .metric_or_zero("outband_gateway_handshakes_total{result=\"timeout\"}")?;
+        assert!(counted >= 3.0, "handshake timeouts counted: {counted}");
 
         // Peers that keep stalling meanwhile do not keep the real agent out.
         let stop = Arc::new(AtomicBool::new(false));

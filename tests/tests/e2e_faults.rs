@@ -183,6 +183,10 @@ fn frozen_agent_is_dropped_by_heartbeat_and_comes_back() {
             line.contains("heartbeat"),
             "disconnect reason is not the heartbeat: {line}"
         );
+        let counted = gw.metric_or_zero(
+            "outband_gateway_agent_disconnects_total{reason_kind=\"heartbeat_timeout\"}",
+        )?;
+        assert_eq!(counted, 1.0, "heartbeat timeouts counted");
 
         gw.wait_agent(&id, T)
             .context("agent reconnects after SIGCONT")?;
