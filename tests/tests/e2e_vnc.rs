@@ -156,7 +156,6 @@ fn relay_to_target_off_the_allow_list_is_refused() {
     TestContext::run("relay_forbidden", |ctx| {
         let qemu = QemuVnc::start(ctx)?;
         let gw = Gateway::start(ctx, GatewayOptions::default())?;
-        qemu.wait_settled(T)?;
         let vnc = format!("vnc://{}", qemu.addr());
         let opts = AgentOptions {
             allow: vec![vnc.clone()],
