@@ -406,3 +406,52 @@ fn keep_stalling(addr: SocketAddr, n: usize, stop: &AtomicBool) -> usize {
     }
     opened
 }
+
+/// With every handshake slot held by stalled peers, a real agent gets in once their
+/// handshake timeout frees the slots: the stalls delay it, they cannot lock it out.
+#[test]
+fn full_handshake_slots_free_up_after_the_timeout() {
+    TestContext::run("slots", |ctx| {
+        let opts = GatewayOptions {
+            handshake_timeout_ms: Some(1000),
+            max_handshakes: Some(2),
+            ..Default::default()
+        };
+        let mut bed = Bed::start(ctx, opts)?;
+        let addr = bed.gw.agent_addr();
+        bed.agent.proc_mut().kill()?;
+        bed.gw.wait_agent_gone(&bed.agent_id, T)?;
+
+        let log_start = bed.gw.proc().stderr_len();
+        let stalls: Vec<TcpStream> = (0..2)
+            .map(|_| TcpStream::connect_timeout(&addr, T))
+            .collect::<Result<_, _>>()?;
+        // Both slots are taken once the gateway has accepted the two stalls.
+        std::thread::sleep(Duration::from_millis(200));
+        bed.agent.restart(ctx)?;
+        let restarted = Instant::now();
+        bed.gw.wait_agent(&bed.agent_id, T)?;
+        let took = restarted.elapsed();
+        assert!(
+            took <= Duration::from_millis(1000 + 1000) + SLACK,
+            "agent took {took:?} (handshake timeout 1 s, backoff cap 1 s)"
+        );
+        bed.gw
+            .proc()
+            .wait_stderr_line("stalls timed out", log_start, T, |l| {
+                l.contains("rejected") && l.contains("handshake timeout")
+            })?;
+        // The slots really were full: the agent got in only after a stall was dropped.
+        let log = bed.gw.proc().stderr_since(log_start);
+        let first_timeout = log.find("handshake timeout").context("timeout line")?;
+        let connected = log
+            .find(&format!("agent connected agent_id={}", bed.agent_id))
+            .context("agent connected line")?;
+        assert!(
+            connected > first_timeout,
+            "agent connected while the slots were held:\n{log}"
+        );
+        drop(stalls);
+        bed.check_healthy()
+    });
+}
