@@ -81,6 +81,26 @@ fn rfb_session_through_relay_matches_direct() {
             "relayed framebuffer differs from direct: {diff:?}"
         );
 
+        // A second session through the same relay at the same time: a stream of its
+        // own, the same picture.
+        let mut second = RfbClient::connect(relay.listen, T).context("second relayed RFB")?;
+        let entry = gw.agent(&agent_id)?.context("agent entry")?;
+        assert_eq!(
+            entry["streams"].as_u64(),
+            Some(2),
+            "two open sessions: {entry}"
+        );
+        let (f1, f2) = (relayed.full_frame(T)?, second.full_frame(T)?);
+        let diff = Diff::of(f1.width, f1.bytes_per_pixel, &f1.pixels, &f2.pixels)?;
+        assert!(diff.within_cell(), "concurrent sessions differ: {diff:?}");
+        drop((relayed, second));
+        outband_e2e::wait::wait_until("streams to close", T, || {
+            gw.agent(&agent_id)
+                .ok()
+                .flatten()
+                .is_some_and(|e| e["streams"].as_u64() == Some(0))
+        })?;
+
         // The relay shows up in the agent's counters.
         let entry = gw.agent(&agent_id)?.context("agent entry")?;
         let bytes_in = entry
