@@ -201,7 +201,7 @@ fn malformed_frames_close_only_that_connection() {
             },
         ];
         for case in &cases {
-            run_case(&bed, ctx, case).with_context(|| format!("case {:?}", case.name))?;
+            run_case(&bed, case).with_context(|| format!("case {:?}", case.name))?;
         }
         let protocol = bed
             .gw
@@ -211,8 +211,7 @@ fn malformed_frames_close_only_that_connection() {
     });
 }
 
-fn run_case(bed: &Bed, ctx: &TestContext, case: &Case) -> anyhow::Result<()> {
-    let _ = ctx;
+fn run_case(bed: &Bed, case: &Case) -> anyhow::Result<()> {
     let gw = &bed.gw;
     let mut fake = FakeAgent::connect(gw.agent_addr(), gw.ca_file(), ClientCert::Valid, T)?;
     let ack = fake.hello(T)?;
