@@ -23,6 +23,9 @@
 //! no-op when up to date) so the binaries next to the test binary are current. Set
 //! `OUTBAND_E2E_BIN_DIR=/path` to use prebuilt binaries instead, or
 //! `OUTBAND_E2E_NO_BUILD=1` to use whatever is in the target dir.
+//!
+//! A failing test prints the tail of every process log and keeps its temp dir
+//! (`/tmp/outband-e2e-NAME-*`); `OUTBAND_E2E_KEEP=1` keeps it for passing tests too.
 
 pub mod agent;
 pub mod bins;
