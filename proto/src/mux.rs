@@ -573,7 +573,7 @@ impl Mux {
         if s.send_credit > u64::from(u32::MAX) {
             return Err(format!("stream {id} window grew beyond 4 GiB"));
         }
-        if s.write_blocked && s.send_credit > 0 {
+        if s.write_blocked && s.send_credit > 0 && !s.detached {
             s.write_blocked = false;
             self.events.push_back(Event::Writable { id });
         }
