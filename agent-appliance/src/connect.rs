@@ -162,6 +162,7 @@ impl Agent {
                 source,
             })?;
         let local_addr = tcp.local_addr().ok();
+        outband_tunnel::tune_tunnel_socket(socket2::SockRef::from(&tcp));
         let connector = TlsConnector::from(self.tls.clone());
         let handshake = connector.connect(self.config.server_name.clone(), tcp);
         let mut io = with_timeout(handshake, timeout)

@@ -14,6 +14,10 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
+/// Copy buffer per relay direction: large enough that bulk transfers are not
+/// syscall-bound.
+const RELAY_BUF: usize = 64 * 1024;
+
 /// A relay as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RelayInfo {
@@ -189,7 +193,7 @@ async fn relay_connection(
         _ = cancel.cancelled() => {
             tracing::debug!(relay_id = info.relay_id, stream_id, "relay connection cancelled");
         }
-        res = tokio::io::copy_bidirectional(&mut tcp, &mut stream) => match res {
+        res = tokio::io::copy_bidirectional_with_sizes(&mut tcp, &mut stream, RELAY_BUF, RELAY_BUF) => match res {
             Ok((to_agent, from_agent)) => {
                 metrics.relay_bytes_to_agent.fetch_add(to_agent, Ordering::Relaxed);
                 metrics.relay_bytes_from_agent.fetch_add(from_agent, Ordering::Relaxed);

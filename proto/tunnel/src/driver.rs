@@ -17,7 +17,7 @@ use outband_proto::mux::ConnError;
 use crate::{Shared, Timer};
 
 /// Write buffer high-water mark: frames are encoded until this much is pending.
-const WRITE_HIGH_WATER: usize = 256 * 1024;
+const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Bytes read from the transport per read call. The read buffer lives on the stack
 /// of the poll, so an idle connection holds no read buffer at all.
 const READ_CHUNK: usize = 32 * 1024;

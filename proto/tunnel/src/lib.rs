@@ -12,6 +12,7 @@
 
 mod driver;
 mod frames;
+mod socket;
 mod stream;
 
 use std::collections::{HashMap, VecDeque};
@@ -28,6 +29,7 @@ use outband_proto::pb::{self, CloseCode, InventoryReport, RefuseCode, StreamKind
 
 pub use driver::Driver;
 pub use frames::{FrameIoError, read_frame, write_frame};
+pub use socket::{NOTSENT_LOWAT, tune_tunnel_socket};
 pub use stream::Stream;
 
 /// Source of timers for the driver's heartbeat clock.

@@ -30,7 +30,15 @@ impl Report {
 }
 
 pub fn run(quick: bool) -> Result<()> {
-    cargo(&["build", "--release", "--locked", "-p", "outband-gateway", "-p", "outband-agent"])?;
+    cargo(&[
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "outband-gateway",
+        "-p",
+        "outband-agent",
+    ])?;
     let static_target = "x86_64-unknown-linux-musl";
     dist::build(static_target)?;
     let gateway_bin = target_dir().join("release/outband-gateway");
@@ -44,11 +52,22 @@ pub fn run(quick: bool) -> Result<()> {
     let drain = net::serve(net::drain)?.to_string();
 
     let (gateway, ready) = procs::gateway(&gateway_bin, &dir, &[])?;
-    let mut agent = procs::agent(&agent_bin, &dir, &ready, &[echo.clone(), sink.clone(), drain.clone()])?;
+    let mut agent = procs::agent(
+        &agent_bin,
+        &dir,
+        &ready,
+        &[echo.clone(), sink.clone(), drain.clone()],
+    )?;
     let agent_id = procs::wait_for(Duration::from_secs(20), "agent to connect", || {
         procs::agents(&ready.http_addr).ok()?.into_iter().next()
     })
-    .with_context(|| format!("agent log:\n{}\ngateway log:\n{}", agent.log_tail(), gateway.log_tail()))?;
+    .with_context(|| {
+        format!(
+            "agent log:\n{}\ngateway log:\n{}",
+            agent.log_tail(),
+            gateway.log_tail()
+        )
+    })?;
     let echo_relay = procs::relay(&ready.http_addr, &agent_id, &echo)?;
     let sink_relay = procs::relay(&ready.http_addr, &agent_id, &sink)?;
     let drain_relay = procs::relay(&ready.http_addr, &agent_id, &drain)?;
@@ -73,7 +92,12 @@ pub fn run(quick: bool) -> Result<()> {
     let iters = if quick { 2000 } else { 20000 };
     let mut d64 = net::ping_pong(&echo, 64, iters)?;
     let mut t64 = net::ping_pong(&echo_relay, 64, iters)?;
-    let (d50, d99, t50, t99) = (pct(&mut d64, 0.5), pct(&mut d64, 0.99), pct(&mut t64, 0.5), pct(&mut t64, 0.99));
+    let (d50, d99, t50, t99) = (
+        pct(&mut d64, 0.5),
+        pct(&mut d64, 0.99),
+        pct(&mut t64, 0.5),
+        pct(&mut t64, 0.99),
+    );
     r.row(
         "64 B ping-pong p50 / p99 (µs)",
         format!("{t50:.0} / {t99:.0}"),
@@ -126,16 +150,33 @@ pub fn run(quick: bool) -> Result<()> {
     // Agent memory when idle, then exec → first relayed byte.
     std::thread::sleep(Duration::from_millis(500));
     let agent_rss = agent.rss_kib()?;
-    r.row("agent idle RSS (KiB)", format!("{agent_rss}"), "-".into(), "-".into(), "≤ 3072 KiB");
+    r.row(
+        "agent idle RSS (KiB)",
+        format!("{agent_rss}"),
+        "-".into(),
+        "-".into(),
+        "≤ 3072 KiB",
+    );
     drop(agent);
     procs::wait_for(Duration::from_secs(10), "agent to disconnect", || {
-        procs::agents(&ready.http_addr).ok()?.is_empty().then_some(())
+        procs::agents(&ready.http_addr)
+            .ok()?
+            .is_empty()
+            .then_some(())
     })?;
     let start = Instant::now();
     agent = procs::agent(&agent_bin, &dir, &ready, &[echo.clone()])?;
-    procs::wait_for(Duration::from_secs(20), "first relayed byte", || first_byte(&echo_relay))?;
+    procs::wait_for(Duration::from_secs(20), "first relayed byte", || {
+        first_byte(&echo_relay)
+    })?;
     let exec_ms = start.elapsed().as_secs_f64() * 1e3;
-    r.row("agent exec → first relayed byte (ms)", format!("{exec_ms:.1}"), "-".into(), "-".into(), "≤ 20 ms");
+    r.row(
+        "agent exec → first relayed byte (ms)",
+        format!("{exec_ms:.1}"),
+        "-".into(),
+        "-".into(),
+        "≤ 20 ms",
+    );
     let size = std::fs::metadata(&agent_bin)?.len();
     r.row(
         "static x86_64 agent size (MiB)",

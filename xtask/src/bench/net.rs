@@ -60,7 +60,11 @@ pub fn connect(addr: &str) -> Result<TcpStream> {
 }
 
 /// Sends `total` bytes then waits for the sink's ack; returns Gbit/s.
-pub fn bulk<S: Read + Write>(s: &mut S, total: usize, shutdown: impl FnOnce(&mut S)) -> Result<f64> {
+pub fn bulk<S: Read + Write>(
+    s: &mut S,
+    total: usize,
+    shutdown: impl FnOnce(&mut S),
+) -> Result<f64> {
     let chunk = vec![0x5au8; 256 * 1024];
     let start = Instant::now();
     let mut sent = 0;
@@ -72,7 +76,8 @@ pub fn bulk<S: Read + Write>(s: &mut S, total: usize, shutdown: impl FnOnce(&mut
     s.flush()?;
     shutdown(s);
     let mut ack = [0u8; 1];
-    s.read_exact(&mut ack).context("waiting for the sink's ack")?;
+    s.read_exact(&mut ack)
+        .context("waiting for the sink's ack")?;
     let secs = start.elapsed().as_secs_f64();
     Ok(total as f64 * 8.0 / secs / 1e9)
 }

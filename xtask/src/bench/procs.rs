@@ -154,5 +154,8 @@ pub fn relay(http: &str, agent_id: &str, target: &str) -> Result<String> {
         .send_json(serde_json::json!({"agent_id": agent_id, "target": target}))?
         .body_mut()
         .read_json()?;
-    v["listen"].as_str().map(str::to_owned).context("relay listen address")
+    v["listen"]
+        .as_str()
+        .map(str::to_owned)
+        .context("relay listen address")
 }

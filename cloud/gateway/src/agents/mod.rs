@@ -112,6 +112,7 @@ impl AgentServer {
                 },
             };
             let _ = tcp.set_nodelay(true);
+            outband_tunnel::tune_tunnel_socket(socket2::SockRef::from(&tcp));
             let this = self.clone();
             tasks.spawn(async move { this.handle(tcp, peer).await });
         }
