@@ -1,0 +1,99 @@
+//! Login: email + password → tokens.
+//!
+//! Every failure answers `invalid_credentials` after the same argon2 work (unknown
+//! accounts are checked against a dummy hash). The throttle is keyed by the email as
+//! typed and by the source address, checked before hashing, and answers the same for
+//! existing and unknown accounts.
+
+use std::net::IpAddr;
+
+use outband_api::auth::{LoginRequest, TokenResponse};
+
+use super::{MAX_EMAIL_LEN, normalize_email, tokens};
+use crate::error::{ApiError, ErrorCode};
+use crate::manager::Manager;
+use crate::metrics::inc;
+use crate::password::MAX_PASSWORD_LEN;
+use crate::store::audit::NewAudit;
+
+/// Logs in.
+pub async fn login(m: &Manager, req: LoginRequest, ip: IpAddr) -> Result<TokenResponse, ApiError> {
+    let email = normalize_email(&req.email);
+    if email.is_empty() || email.len() > MAX_EMAIL_LEN || req.password.len() > MAX_PASSWORD_LEN {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "email must be 1-254 bytes and password at most 1024 bytes",
+        ));
+    }
+    let ip_text = ip.to_string();
+    let now = m.clock.now();
+    let t = &m.config.throttle;
+    let acct_key = format!("acct:{email}");
+    let ip_key = format!("ip:{ip_text}");
+    let audit = |outcome: &'static str, actor_id: Option<String>, detail: &str| NewAudit {
+        action: "login",
+        outcome,
+        actor_id,
+        actor_email: Some(email.clone()),
+        source_ip: Some(ip_text.clone()),
+        detail: Some(detail.into()),
+        ..NewAudit::default()
+    };
+
+    let locked_until = m
+        .store
+        .throttle_locked_until(&acct_key)
+        .await?
+        .max(m.store.throttle_locked_until(&ip_key).await?);
+    if locked_until > now {
+        inc(&m.metrics.login_throttled);
+        m.audit(audit("failure", None, "throttled")).await?;
+        return Err(ApiError {
+            retry_after: Some((locked_until - now) as u64),
+            ..ApiError::new(
+                ErrorCode::TooManyAttempts,
+                "too many failed logins; try again later",
+            )
+        });
+    }
+
+    let user = m.store.user_by_email(&email).await?;
+    let usable = user.as_ref().filter(|u| u.disabled_at.is_none());
+    let ok = m
+        .hasher
+        .verify(req.password, usable.map(|u| u.password_hash.clone()))
+        .await?;
+    let Some(user) = usable.filter(|_| ok) else {
+        let reason = match &user {
+            None => "unknown_user",
+            Some(u) if u.disabled_at.is_some() => "disabled",
+            Some(_) => "bad_password",
+        };
+        inc(&m.metrics.login_failure);
+        let window = t.window.as_secs() as i64;
+        let lockout = t.lockout.as_secs() as i64;
+        m.store
+            .throttle_record_failure(&acct_key, now, window, t.account_limit, lockout)
+            .await?;
+        m.store
+            .throttle_record_failure(&ip_key, now, window, t.ip_limit, lockout)
+            .await?;
+        m.audit(audit(
+            "failure",
+            user.as_ref().map(|u| u.id.clone()),
+            reason,
+        ))
+        .await?;
+        return Err(ApiError::invalid_credentials());
+    };
+
+    m.store.throttle_reset(&acct_key).await?;
+    let (session_id, resp) = tokens::start_session(m, user, &ip_text).await?;
+    inc(&m.metrics.login_success);
+    m.audit(NewAudit {
+        target: Some(session_id),
+        ..audit("success", Some(user.id.clone()), "password")
+    })
+    .await?;
+    Ok(resp)
+}

@@ -1,0 +1,145 @@
+//! Command line: `outband-manager [serve flags]`, `outband-manager admin create`,
+//! `outband-manager keys rotate`. Database flags apply to every subcommand.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Database};
+
+/// outband manager.
+#[derive(Debug, Parser)]
+#[command(name = "outband-manager", version, about)]
+pub struct Cli {
+    /// Subcommand (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Database selection.
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Server flags.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Where the data is.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// SQLite data directory (created on first start).
+    #[arg(long, global = true, default_value = "manager-data")]
+    pub data_dir: PathBuf,
+    /// Database URL (`postgres://user@host/db`); overrides --data-dir.
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+}
+
+impl DbArgs {
+    /// The database setting.
+    pub fn database(&self) -> Database {
+        match &self.database_url {
+            Some(url) => Database::Url(url.clone()),
+            None => Database::SqliteDir(self.data_dir.clone()),
+        }
+    }
+}
+
+/// Flags of the server.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// HTTP listen address (port 0: any free port, see --ready-file).
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+    /// Write {"http_addr": ...} here once listening.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+    /// JWT issuer (`iss`).
+    #[arg(long, default_value = "outband-manager")]
+    pub issuer: String,
+    /// JWT audience (`aud`).
+    #[arg(long, default_value = "outband")]
+    pub audience: String,
+    /// Access token lifetime.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub access_ttl: Duration,
+    /// How long a rotated-out signing key keeps verifying.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub key_overlap: Duration,
+    /// Failed logins per account before a lockout.
+    #[arg(long, default_value_t = 5)]
+    pub account_failure_limit: i64,
+    /// Failed logins per source address before a lockout.
+    #[arg(long, default_value_t = 50)]
+    pub ip_failure_limit: i64,
+    /// Lockout duration once a failure limit is hit.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub lockout: Duration,
+    /// Do not create admin@localhost on first start.
+    #[arg(long)]
+    pub no_bootstrap_admin: bool,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, default_value = "info")]
+    pub log: String,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Administration.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `admin ...`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a global admin. Password: from --password-file (`-` = stdin), or a
+    /// generated one-time password printed once.
+    Create {
+        /// Email address.
+        #[arg(long)]
+        email: String,
+        /// File holding the password (first line), `-` for stdin.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+}
+
+/// `keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new signing key; older keys verify for --key-overlap more.
+    Rotate {
+        /// How long the old keys keep verifying.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        overlap: Duration,
+    },
+}
+
+impl Cli {
+    /// The server configuration these flags describe.
+    pub fn config(&self) -> Config {
+        let s = &self.serve;
+        let mut c = Config {
+            database: self.db.database(),
+            listen: s.listen,
+            ready_file: s.ready_file.clone(),
+            issuer: s.issuer.clone(),
+            audience: s.audience.clone(),
+            access_ttl: s.access_ttl,
+            key_overlap: s.key_overlap,
+            bootstrap_admin: !s.no_bootstrap_admin,
+            ..Config::default()
+        };
+        c.throttle.account_limit = s.account_failure_limit;
+        c.throttle.ip_limit = s.ip_failure_limit;
+        c.throttle.lockout = s.lockout;
+        c
+    }
+}

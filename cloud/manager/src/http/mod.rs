@@ -1,0 +1,52 @@
+//! The REST API (axum). [`router`] builds it on shared [`Manager`] state so tests drive
+//! it with `oneshot`; [`crate::run`] serves it.
+//!
+//! Bounds: request bodies are limited to [`MAX_BODY`]; bearer tokens to
+//! [`crate::jwt::MAX_TOKEN_LEN`]; emails, passwords and refresh tokens are checked for
+//! length before any work.
+
+pub mod admin;
+pub mod auth;
+pub mod bearer;
+pub mod extract;
+pub mod ops;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::error::{ApiError, ErrorCode};
+use crate::manager::Manager;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// The API router.
+pub fn router(manager: Arc<Manager>) -> Router {
+    Router::new()
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .route("/.well-known/jwks.json", get(ops::jwks))
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/audit", get(admin::audit))
+        .route("/api/v1/admin/keys/rotate", post(admin::rotate_keys))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(manager)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this endpoint",
+    )
+}

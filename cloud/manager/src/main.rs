@@ -1,0 +1,113 @@
+//! `outband-manager`: parses flags, sets up logging, then serves (default) or runs an
+//! admin subcommand against the database.
+
+use std::io::{BufRead, Read};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use outband_manager::cli::{AdminCommand, Cli, Command, KeysCommand};
+use outband_manager::ids::Clock;
+use outband_manager::{keys::Keys, users};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match EnvFilter::try_new(&cli.serve.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("outband-manager: invalid --log {:?}: {e}", cli.serve.log);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match &cli.command {
+        None | Some(Command::Serve) => serve(&cli).await,
+        Some(Command::Admin(AdminCommand::Create {
+            email,
+            password_file,
+        })) => admin_create(&cli, email, password_file.as_deref()).await,
+        Some(Command::Keys(KeysCommand::Rotate { overlap })) => rotate(&cli, *overlap).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("outband-manager: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cli: &Cli) -> anyhow::Result<()> {
+    let config = cli.config();
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding HTTP listener {}", config.listen))?;
+    outband_manager::run(config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn admin_create(
+    cli: &Cli,
+    email: &str,
+    password_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let (password, generated) = match password_file {
+        None => (users::generate_password(), true),
+        Some(p) if p.as_os_str() == "-" => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password from stdin")?;
+            (line.trim_end_matches(['\r', '\n']).to_owned(), false)
+        }
+        Some(p) => {
+            let mut text = String::new();
+            std::fs::File::open(p)
+                .and_then(|mut f| f.read_to_string(&mut text))
+                .with_context(|| format!("reading password file {}", p.display()))?;
+            let first = text.lines().next().unwrap_or_default().to_owned();
+            (first, false)
+        }
+    };
+    let store = outband_manager::open_store(&cli.db.database()).await?;
+    let user = users::create_user(&store, &Clock::default(), email, &password, true, "cli").await?;
+    store.close().await;
+    println!("created global admin {} ({})", user.email, user.id);
+    if generated {
+        eprintln!("one-time password (shown once): {password}");
+    }
+    Ok(())
+}
+
+async fn rotate(cli: &Cli, overlap: std::time::Duration) -> anyhow::Result<()> {
+    let store = outband_manager::open_store(&cli.db.database()).await?;
+    let keys = Keys::new(store.clone(), Clock::default());
+    let (kid, until) = keys.rotate(overlap.as_secs() as i64).await?;
+    store.close().await;
+    println!("new signing key {kid}; previous keys verify until unix time {until}");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,105 @@
+//! The `signing_keys` table.
+
+use sqlx::Row;
+
+use super::{Store, StoreError};
+
+/// A stored signing key.
+#[derive(Clone)]
+pub struct KeyRow {
+    /// Key id (RFC 7638 thumbprint).
+    pub kid: String,
+    /// PKCS#8 DER of the Ed25519 private key.
+    pub private_key: Vec<u8>,
+    /// Raw 32-byte Ed25519 public key.
+    pub public_key: Vec<u8>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// The key signs from this time on (until a newer key takes over).
+    pub not_before: i64,
+    /// The key stops verifying at this time (`None`: current key, no end set).
+    pub expires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for KeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRow")
+            .field("kid", &self.kid)
+            .field("not_before", &self.not_before)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Keys that still verify at `now`, oldest first.
+    pub async fn live_keys(&self, now: i64) -> Result<Vec<KeyRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, private_key, public_key, created_at, not_before, expires_at \
+             FROM signing_keys WHERE expires_at IS NULL OR expires_at > $1 \
+             ORDER BY not_before, created_at, kid",
+        )
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(KeyRow {
+                    kid: row.try_get("kid")?,
+                    private_key: row.try_get("private_key")?,
+                    public_key: row.try_get("public_key")?,
+                    created_at: row.try_get("created_at")?,
+                    not_before: row.try_get("not_before")?,
+                    expires_at: row.try_get("expires_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Rotation in one transaction: every key without an end gets `old_keys_expire_at`,
+    /// the new key is inserted, keys that expired before `now` are deleted.
+    pub async fn rotate_keys(
+        &self,
+        new_key: &KeyRow,
+        old_keys_expire_at: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("UPDATE signing_keys SET expires_at = $1 WHERE expires_at IS NULL")
+            .bind(old_keys_expire_at)
+            .execute(&mut *tx)
+            .await?;
+        insert(&mut tx, new_key).await?;
+        sqlx::query("DELETE FROM signing_keys WHERE expires_at IS NOT NULL AND expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Inserts the first key (no rotation of others).
+    pub async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        insert(&mut tx, key).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+async fn insert(tx: &mut sqlx::Transaction<'_, sqlx::Any>, key: &KeyRow) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, alg, private_key, public_key, created_at, not_before, expires_at) \
+         VALUES ($1, 'EdDSA', $2, $3, $4, $5, $6)",
+    )
+    .bind(&key.kid)
+    .bind(&key.private_key)
+    .bind(&key.public_key)
+    .bind(key.created_at)
+    .bind(key.not_before)
+    .bind(key.expires_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

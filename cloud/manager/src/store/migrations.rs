@@ -1,0 +1,53 @@
+//! Embedded migrations, one list per backend (`cloud/manager/migrations/<backend>/`).
+//!
+//! Built by hand instead of with `sqlx::migrate!` so the crate needs no sqlx macros
+//! (they compile every driver a second time). Add a migration by appending to both
+//! lists with the next version number; never edit an applied one (sqlx checks the
+//! checksum and refuses to start).
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use super::{Backend, Store, StoreError};
+
+/// `(version, description, sqlite sql, postgres sql)`.
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "identity",
+    include_str!("../../migrations/sqlite/0001_identity.sql"),
+    include_str!("../../migrations/postgres/0001_identity.sql"),
+)];
+
+/// The migrator for `backend`.
+pub fn migrator(backend: Backend) -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sqlite, postgres)| {
+            let sql = match backend {
+                Backend::Sqlite => *sqlite,
+                Backend::Postgres => *postgres,
+            };
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                Cow::Borrowed(sql),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
+/// Applies pending migrations (PostgreSQL: under an advisory lock, so replicas
+/// starting together do not race).
+pub async fn run(store: &Store) -> Result<(), StoreError> {
+    migrator(store.backend())
+        .run(store.pool())
+        .await
+        .map_err(StoreError::Migrate)
+}
