@@ -165,7 +165,7 @@ pub fn run(quick: bool) -> Result<()> {
             .then_some(())
     })?;
     let start = Instant::now();
-    agent = procs::agent(&agent_bin, &dir, &ready, &[echo.clone()])?;
+    agent = procs::agent(&agent_bin, &dir, &ready, std::slice::from_ref(&echo))?;
     procs::wait_for(Duration::from_secs(20), "first relayed byte", || {
         first_byte(&echo_relay)
     })?;

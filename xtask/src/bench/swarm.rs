@@ -131,17 +131,17 @@ async fn recv(tls: &mut Tls, dec: &mut FrameDecoder) -> Result<Frame> {
 async fn idle(mut tls: Tls) {
     let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
     while let Ok(f) = recv(&mut tls, &mut dec).await {
-        if let Some(frame::Kind::Heartbeat(hb)) = f.kind {
-            if !hb.reply {
-                let reply = Frame {
-                    kind: Some(frame::Kind::Heartbeat(Heartbeat {
-                        seq: hb.seq,
-                        reply: true,
-                    })),
-                };
-                if send(&mut tls, &reply).await.is_err() {
-                    return;
-                }
+        if let Some(frame::Kind::Heartbeat(hb)) = f.kind
+            && !hb.reply
+        {
+            let reply = Frame {
+                kind: Some(frame::Kind::Heartbeat(Heartbeat {
+                    seq: hb.seq,
+                    reply: true,
+                })),
+            };
+            if send(&mut tls, &reply).await.is_err() {
+                return;
             }
         }
     }
