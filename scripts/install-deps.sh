@@ -28,6 +28,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     qemu-system-x86 >/dev/null
 fi
 
+# PostgreSQL binaries (initdb, pg_ctl): the manager's tests start a throwaway cluster.
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  log "apt: installing postgresql"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+
 log "rust: musl targets"
 for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
   rustup target list --installed | grep -qx "$t" || rustup target add "$t"

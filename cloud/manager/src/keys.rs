@@ -44,12 +44,14 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// The key to sign with at `now`: the newest that has started.
+    /// The key to sign with at `now`: a started key that is not being retired (no end
+    /// set), else the newest started one. (Keys created in the same second are ordered
+    /// by the end time, not by id.)
     pub fn signer(&self, now: i64) -> Option<&SigningKey> {
         self.keys
             .iter()
-            .rev()
-            .find(|k| k.not_before <= now && k.expires_at.is_none_or(|e| e > now))
+            .filter(|k| k.not_before <= now && k.expires_at.is_none_or(|e| e > now))
+            .max_by_key(|k| (k.expires_at.is_none(), k.not_before, k.expires_at))
             .map(|k| &k.key)
     }
 

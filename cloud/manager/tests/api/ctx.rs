@@ -1,0 +1,261 @@
+//! Test context: a manager on a fresh database, requests through `oneshot` with a
+//! chosen source address, and every log line of the process captured for greps.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use outband_manager::config::{Config, Database};
+use outband_manager::ids::Clock;
+use outband_manager::store::Store;
+use outband_manager::store::users::UserRow;
+use outband_manager::{Manager, http, users};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// Which database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each named `async fn name(db: Db)` of the calling module on both databases.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::ctx::Db::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::ctx::Db::Postgres).await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use both;
+
+// ------------------------------------------------------------------ logs
+
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = buf.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_ansi(false)
+            .with_writer(move || LogWriter(w.clone()))
+            .init();
+        buf
+    });
+}
+
+/// Every log line this test process wrote so far (all tests, debug level).
+pub fn all_logs() -> String {
+    String::from_utf8_lossy(&LOGS.get().unwrap().lock().unwrap()).into_owned()
+}
+
+// ------------------------------------------------------------------ app
+
+/// A password that passes the length rule.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A manager on a fresh database.
+pub struct TestApp {
+    pub m: Arc<Manager>,
+    pub router: Router,
+    pub clock: Clock,
+    pub db: Db,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+    }
+
+    /// The `error.code` of an error body.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// Test defaults: small throttle limits, no bootstrap admin.
+pub fn test_config() -> Config {
+    let mut c = Config {
+        bootstrap_admin: false,
+        argon2_concurrency: 2,
+        ..Config::default()
+    };
+    c.throttle.account_limit = 3;
+    c.throttle.ip_limit = 8;
+    c
+}
+
+impl TestApp {
+    pub async fn new(db: Db) -> TestApp {
+        TestApp::with_config(db, |_| {}).await
+    }
+
+    pub async fn with_config(db: Db, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        init_logs();
+        let mut config = test_config();
+        tweak(&mut config);
+        let (store, dir) = match db {
+            Db::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                config.database = Database::SqliteDir(dir.path().join("data"));
+                let store = outband_manager::open_store(&config.database).await.unwrap();
+                (store, Some(dir))
+            }
+            Db::Postgres => {
+                let url = crate::pg::fresh_database().await;
+                config.database = Database::Url(url.clone());
+                (Store::connect(&url).await.unwrap(), None)
+            }
+        };
+        config.validate().unwrap();
+        let clock = Clock::default();
+        let m = Manager::new(store, config, clock.clone()).unwrap();
+        m.keys.ensure_key().await.unwrap();
+        TestApp {
+            router: http::router(m.clone()),
+            m,
+            clock,
+            db,
+            _dir: dir,
+        }
+    }
+
+    /// Creates a user with [`PASSWORD`] unless given.
+    pub async fn user(&self, email: &str, admin: bool) -> UserRow {
+        self.user_with(email, PASSWORD, admin).await
+    }
+
+    pub async fn user_with(&self, email: &str, password: &str, admin: bool) -> UserRow {
+        users::create_user(&self.m.store, &self.clock, email, password, admin, "test")
+            .await
+            .unwrap()
+    }
+
+    /// Sends a request from `ip`.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        bearer: Option<&str>,
+        ip: [u8; 4],
+    ) -> Resp {
+        let mut req = Request::builder().method(method).uri(path);
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        if let Some(t) = bearer {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let mut req = req
+            .body(body.map(Body::from).unwrap_or_else(Body::empty))
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from((ip, 40000))));
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        Resp {
+            status,
+            headers,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send(
+            Method::POST,
+            path,
+            Some(body.to_string()),
+            None,
+            [127, 0, 0, 1],
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> Resp {
+        self.send(Method::GET, path, None, bearer, [127, 0, 0, 1])
+            .await
+    }
+
+    pub async fn login_from(&self, email: &str, password: &str, ip: [u8; 4]) -> Resp {
+        let body = json!({ "email": email, "password": password }).to_string();
+        self.send(Method::POST, "/api/v1/auth/login", Some(body), None, ip)
+            .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Resp {
+        self.login_from(email, password, [127, 0, 0, 1]).await
+    }
+
+    /// Logs in and returns `(access, refresh)`.
+    pub async fn tokens(&self, email: &str) -> (String, String) {
+        let r = self.login(email, PASSWORD).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        let v = r.json();
+        (
+            v["access_token"].as_str().unwrap().to_owned(),
+            v["refresh_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn refresh(&self, token: &str) -> Resp {
+        self.post("/api/v1/auth/refresh", json!({ "refresh_token": token }))
+            .await
+    }
+
+    /// Audit entries (as the given admin token), newest first.
+    pub async fn audit(&self, admin_token: &str, query: &str) -> Vec<Value> {
+        let r = self
+            .get(&format!("/api/v1/audit?{query}"), Some(admin_token))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.json()["entries"].as_array().unwrap().clone()
+    }
+}

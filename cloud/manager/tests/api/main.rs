@@ -1,0 +1,15 @@
+//! The manager's API tests, run in-process against the axum router. Every test runs
+//! twice: on SQLite and on a real PostgreSQL (see `../common/pg.rs`).
+
+#[path = "../common/pg.rs"]
+#[allow(dead_code)]
+mod pg;
+
+mod ctx;
+
+mod audit;
+mod jwt_attacks;
+mod keys;
+mod login;
+mod ops;
+mod refresh;

@@ -1,0 +1,43 @@
+//! `/health`, `/metrics`, error shapes for unknown routes and methods.
+
+use axum::http::{Method, StatusCode};
+
+use crate::ctx::{Db, PASSWORD, TestApp, both};
+
+async fn health_metrics_and_json_errors(db: Db) {
+    let app = TestApp::new(db).await;
+    app.user("u@example.com", false).await;
+    let h = app.get("/health", None).await;
+    assert_eq!(h.status, StatusCode::OK);
+    assert_eq!(h.json()["status"], "ok");
+    app.login("u@example.com", PASSWORD).await;
+    app.login("u@example.com", "wrong password!").await;
+    let m = app.get("/metrics", None).await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert!(
+        m.text.contains("outband_manager_login_success_total 1"),
+        "{}",
+        m.text
+    );
+    assert!(m.text.contains("outband_manager_login_failure_total 1"));
+    assert!(
+        m.text
+            .contains("# TYPE outband_manager_refresh_reuse_total counter")
+    );
+    let nf = app.get("/nope", None).await;
+    assert_eq!(nf.status, StatusCode::NOT_FOUND);
+    assert_eq!(nf.code(), "not_found");
+    let mna = app
+        .send(
+            Method::GET,
+            "/api/v1/auth/login",
+            None,
+            None,
+            [127, 0, 0, 1],
+        )
+        .await;
+    assert_eq!(mna.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(mna.code(), "method_not_allowed");
+}
+
+both!(health_metrics_and_json_errors);
