@@ -57,6 +57,19 @@ impl Store {
             .map_err(StoreError::from)
     }
 
+    /// Whether key `kid` exists and verifies at `now`.
+    pub async fn key_is_live(&self, kid: &str, now: i64) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM signing_keys \
+             WHERE kid = $1 AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(kid)
+        .bind(now)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
     /// Rotation in one transaction: every key without an end gets `old_keys_expire_at`,
     /// the new key is inserted, keys that expired before `now` are deleted.
     pub async fn rotate_keys(

@@ -127,7 +127,39 @@ async fn only_global_admins_rotate_and_denials_are_audited(db: Db) {
     assert_eq!(denied[0]["target"], "rotate_keys");
 }
 
+async fn a_replica_accepts_a_key_rotated_elsewhere_at_once(db: Db) {
+    let app = TestApp::new(db).await;
+    app.user("root@example.com", true).await;
+    // A second manager on the same database, its key cache warm.
+    let other =
+        outband_manager::Manager::new(app.m.store.clone(), app.m.config.clone(), app.clock.clone())
+            .unwrap();
+    let (before, _) = app.tokens("root@example.com").await;
+    assert!(
+        other
+            .keys
+            .verify(&before, "outband-manager", "outband")
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    let (new_kid, _) = app.m.keys.rotate(3600).await.unwrap();
+    let (after, _) = app.tokens("root@example.com").await;
+    assert_eq!(kid_of(&after), new_kid);
+    // Within the cache lifetime, the other replica still accepts it (reload on a kid
+    // the database has) ...
+    let claims = other
+        .keys
+        .verify(&after, "outband-manager", "outband")
+        .await
+        .unwrap();
+    assert!(claims.is_ok(), "{claims:?}");
+    // ... and publishes both keys.
+    assert_eq!(other.keys.jwks().await.unwrap().keys.len(), 2);
+}
+
 both!(
+    a_replica_accepts_a_key_rotated_elsewhere_at_once,
     rotation_keeps_old_keys_during_overlap_then_drops_them,
     only_global_admins_rotate_and_denials_are_audited,
 );

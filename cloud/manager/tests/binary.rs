@@ -1,0 +1,375 @@
+//! Tests that run the real `outband-manager` binary: first start on embedded defaults,
+//! `admin create`, and two managers serving the same users and tokens from one
+//! PostgreSQL database.
+
+#[path = "common/pg.rs"]
+#[allow(dead_code)]
+mod pg;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_outband-manager");
+
+/// A running manager with its output in files.
+struct Manager {
+    child: Child,
+    addr: String,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Manager {
+    fn start(dir: &Path, name: &str, args: &[&str]) -> Manager {
+        let ready = dir.join(format!("{name}.ready"));
+        let out = dir.join(format!("{name}.out"));
+        let err = dir.join(format!("{name}.err"));
+        let child = Command::new(BIN)
+            .current_dir(dir)
+            .args(["--listen", "127.0.0.1:0", "--log", "debug", "--ready-file"])
+            .arg(&ready)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("starting outband-manager");
+        let mut m = Manager {
+            child,
+            addr: String::new(),
+            out,
+            err,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                let v: Value = serde_json::from_str(&text).expect("ready file is JSON");
+                m.addr = v["http_addr"].as_str().unwrap().to_owned();
+                return m;
+            }
+            if let Some(status) = m.child.try_wait().unwrap() {
+                panic!("manager exited with {status}: {}", m.logs());
+            }
+            assert!(Instant::now() < deadline, "manager not ready: {}", m.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+            + &std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops with SIGTERM and returns all output.
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "manager ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.logs()
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::config::Config::builder()
+            .http_status_as_error(false)
+            .build(),
+    )
+}
+
+fn post(url: &str, body: Value) -> (u16, Value) {
+    let mut r = agent().post(url).send_json(&body).expect("POST");
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn get(url: &str, bearer: Option<&str>) -> (u16, Value) {
+    let mut req = agent().get(url);
+    if let Some(t) = bearer {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut r = req.call().expect("GET");
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn login(m: &Manager, email: &str, password: &str) -> (u16, Value) {
+    post(
+        &m.url("/api/v1/auth/login"),
+        json!({ "email": email, "password": password }),
+    )
+}
+
+fn kid_of(token: &str) -> String {
+    let h = data_encoding::BASE64URL_NOPAD
+        .decode(token.split('.').next().unwrap().as_bytes())
+        .unwrap();
+    serde_json::from_slice::<Value>(&h).unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn run_cli(dir: &Path, args: &[&str], stdin: &str) -> (bool, String) {
+    let mut child = Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn first_start_with_no_arguments_uses_sqlite_and_prints_a_one_time_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Manager::start(dir.path(), "a", &[]);
+    let data = dir.path().join("manager-data");
+    assert!(data.join("manager.db").exists());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let err = std::fs::read_to_string(&m.err).unwrap();
+    let line = err
+        .lines()
+        .find(|l| l.contains("one-time password"))
+        .unwrap_or_else(|| panic!("no password line: {err}"));
+    assert!(line.contains("admin@localhost"));
+    let password = line.rsplit(' ').next().unwrap();
+    let (status, v) = login(&m, "admin@localhost", password);
+    assert_eq!(status, 200, "{v}");
+    let (status, _) = get(&m.url("/api/v1/audit"), v["access_token"].as_str());
+    assert_eq!(status, 200);
+    let (status, h) = get(&m.url("/health"), None);
+    assert_eq!((status, h["status"].as_str()), (200, Some("ok")));
+    let logs = m.stop();
+    assert_eq!(logs.matches(password).count(), 1, "printed once: {logs}");
+
+    // A second start finds the user and prints nothing.
+    let m = Manager::start(dir.path(), "b", &[]);
+    assert_eq!(login(&m, "admin@localhost", password).0, 200);
+    let logs = m.stop();
+    assert!(!logs.contains("one-time password"), "{logs}");
+    assert!(!logs.contains(password));
+}
+
+#[test]
+fn admin_create_takes_the_password_from_stdin_a_file_or_generates_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, out) = run_cli(
+        d,
+        &[
+            "admin",
+            "create",
+            "--email",
+            "a@example.com",
+            "--password-file",
+            "-",
+        ],
+        "stdin password 123\n",
+    );
+    assert!(ok, "{out}");
+    assert!(!out.contains("stdin password 123"));
+    std::fs::write(d.join("pw"), "file password 123\nignored\n").unwrap();
+    let (ok, out) = run_cli(
+        d,
+        &[
+            "admin",
+            "create",
+            "--email",
+            "b@example.com",
+            "--password-file",
+            "pw",
+        ],
+        "",
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = run_cli(d, &["admin", "create", "--email", "c@example.com"], "");
+    assert!(ok, "{out}");
+    let generated = out
+        .lines()
+        .find(|l| l.starts_with("one-time password"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned();
+    // Refusals: duplicate, short password.
+    let (ok, out) = run_cli(
+        d,
+        &[
+            "admin",
+            "create",
+            "--email",
+            "A@example.com",
+            "--password-file",
+            "pw",
+        ],
+        "",
+    );
+    assert!(!ok && out.contains("already exists"), "{out}");
+    let (ok, out) = run_cli(
+        d,
+        &[
+            "admin",
+            "create",
+            "--email",
+            "d@example.com",
+            "--password-file",
+            "-",
+        ],
+        "short\n",
+    );
+    assert!(!ok && out.contains("password must be"), "{out}");
+
+    let m = Manager::start(d, "m", &[]);
+    assert_eq!(login(&m, "a@example.com", "stdin password 123").0, 200);
+    assert_eq!(login(&m, "b@example.com", "file password 123").0, 200);
+    assert_eq!(login(&m, "c@example.com", &generated).0, 200);
+    let logs = m.stop();
+    assert!(
+        !logs.contains("one-time password"),
+        "users exist: no bootstrap"
+    );
+}
+
+#[test]
+fn two_managers_on_one_postgres_share_users_tokens_keys_and_throttle() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = rt.block_on(pg::fresh_database());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let canary = "CANARY-two-managers-pw-71";
+    std::fs::write(d.join("pw"), canary).unwrap();
+    let (ok, out) = run_cli(
+        d,
+        &[
+            "--database-url",
+            &url,
+            "admin",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--password-file",
+            "pw",
+        ],
+        "",
+    );
+    assert!(ok, "{out}");
+    let args = [
+        "--database-url",
+        url.as_str(),
+        "--account-failure-limit",
+        "3",
+    ];
+    let a = Manager::start(d, "a", &args);
+    let b = Manager::start(d, "b", &args);
+
+    // Login on A, use the access token on B, refresh on B.
+    let (status, t1) = login(&a, "ops@example.com", canary);
+    assert_eq!(status, 200, "{t1}");
+    let access1 = t1["access_token"].as_str().unwrap();
+    let refresh1 = t1["refresh_token"].as_str().unwrap();
+    assert_eq!(get(&b.url("/api/v1/audit"), Some(access1)).0, 200);
+    let (status, t2) = post(
+        &b.url("/api/v1/auth/refresh"),
+        json!({ "refresh_token": refresh1 }),
+    );
+    assert_eq!(status, 200, "{t2}");
+    let refresh2 = t2["refresh_token"].as_str().unwrap();
+    // Replaying the rotated token on A revokes the family everywhere.
+    let (status, e) = post(
+        &a.url("/api/v1/auth/refresh"),
+        json!({ "refresh_token": refresh1 }),
+    );
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (401, Some("invalid_refresh_token"))
+    );
+    let (status, _) = post(
+        &b.url("/api/v1/auth/refresh"),
+        json!({ "refresh_token": refresh2 }),
+    );
+    assert_eq!(status, 401);
+    assert_eq!(
+        get(&b.url("/api/v1/audit"), t2["access_token"].as_str()).0,
+        401
+    );
+
+    // Key rotation on A: B accepts tokens signed with the new key at once.
+    let (_, t3) = login(&a, "ops@example.com", canary);
+    let access3 = t3["access_token"].as_str().unwrap();
+    let mut req = agent().post(&a.url("/api/v1/admin/keys/rotate"));
+    req = req.header("Authorization", &format!("Bearer {access3}"));
+    let mut r = req.send_empty().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let rotated: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    let new_kid = rotated["kid"].as_str().unwrap();
+    let (_, t4) = login(&a, "ops@example.com", canary);
+    let access4 = t4["access_token"].as_str().unwrap();
+    assert_eq!(kid_of(access4), new_kid);
+    assert_eq!(get(&b.url("/api/v1/audit"), Some(access4)).0, 200);
+    assert_eq!(
+        get(&b.url("/api/v1/audit"), Some(access3)).0,
+        200,
+        "old key in overlap"
+    );
+    let (_, jwks) = get(&b.url("/.well-known/jwks.json"), None);
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+
+    // The failed-login throttle is shared: 3 failures on A lock the account on B.
+    for _ in 0..3 {
+        assert_eq!(login(&a, "ops@example.com", "wrong password 1").0, 401);
+    }
+    let (status, e) = login(&b, "ops@example.com", canary);
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (429, Some("too_many_attempts"))
+    );
+
+    // The audit log of both is one log.
+    let (_, audit) = get(&b.url("/api/v1/audit?action=refresh_reuse"), Some(access4));
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 1);
+
+    let logs = a.stop() + &b.stop() + &out;
+    assert!(logs.contains("audit"), "debug logs captured");
+    assert!(!logs.contains(canary), "canary password in process output");
+}
