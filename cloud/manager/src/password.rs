@@ -137,6 +137,24 @@ mod tests {
         assert!(!verify_blocking("correct horse batterY", &h).unwrap());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_hashing_is_capped() {
+        // One slot and a wait far shorter than one hash: of two concurrent
+        // verifications, one must be refused as busy.
+        let mut hasher = Hasher::new(1, Duration::from_secs(5)).unwrap();
+        hasher.wait = Duration::from_millis(1);
+        let (a, b) = tokio::join!(
+            hasher.verify("a".into(), None),
+            hasher.verify("b".into(), None)
+        );
+        let busy = [&a, &b]
+            .iter()
+            .filter(|r| matches!(r, Err(PasswordError::Busy)))
+            .count();
+        assert_eq!(busy, 1, "{a:?} {b:?}");
+        assert_eq!(hasher.available(), 1, "slot returned");
+    }
+
     #[tokio::test]
     async fn unknown_account_never_verifies() {
         let hasher = Hasher::new(1, Duration::from_secs(5)).unwrap();

@@ -190,7 +190,7 @@ fn first_start_with_no_arguments_uses_sqlite_and_prints_a_one_time_password() {
 }
 
 #[test]
-fn admin_create_takes_the_password_from_stdin_a_file_or_generates_one() {
+fn admin_create_and_keys_rotate_work_offline() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (ok, out) = run_cli(
@@ -257,7 +257,34 @@ fn admin_create_takes_the_password_from_stdin_a_file_or_generates_one() {
     );
     assert!(!ok && out.contains("password must be"), "{out}");
 
+    // Offline key rotation: two rotations leave two published keys, the newer signs.
+    let mut kids = Vec::new();
+    for _ in 0..2 {
+        let (ok, out) = run_cli(d, &["keys", "rotate", "--overlap", "1h"], "");
+        assert!(ok, "{out}");
+        let kid = out
+            .split_whitespace()
+            .nth(3)
+            .unwrap_or_else(|| panic!("{out}"))
+            .trim_end_matches(';')
+            .to_owned();
+        kids.push(kid);
+    }
+
     let m = Manager::start(d, "m", &[]);
+    let (_, jwks) = get(&m.url("/.well-known/jwks.json"), None);
+    let mut published: Vec<String> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
+    published.sort();
+    let mut expect = kids.clone();
+    expect.sort();
+    assert_eq!(published, expect);
+    let (_, t) = login(&m, "a@example.com", "stdin password 123");
+    assert_eq!(kid_of(t["access_token"].as_str().unwrap()), kids[1]);
     assert_eq!(login(&m, "a@example.com", "stdin password 123").0, 200);
     assert_eq!(login(&m, "b@example.com", "file password 123").0, 200);
     assert_eq!(login(&m, "c@example.com", &generated).0, 200);

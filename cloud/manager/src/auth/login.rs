@@ -29,7 +29,7 @@ pub async fn login(m: &Manager, req: LoginRequest, ip: IpAddr) -> Result<TokenRe
     let now = m.clock.now();
     let t = &m.config.throttle;
     let acct_key = format!("acct:{email}");
-    let ip_key = format!("ip:{ip_text}");
+    let ip_key = format!("ip:{}", throttle_source(ip));
     let audit = |outcome: &'static str, actor_id: Option<String>, detail: &str| NewAudit {
         action: "login",
         outcome,
@@ -96,4 +96,32 @@ pub async fn login(m: &Manager, req: LoginRequest, ip: IpAddr) -> Result<TokenRe
     })
     .await?;
     Ok(resp)
+}
+
+/// The throttle key for a source address: the address for IPv4, the /64 for IPv6 (one
+/// host usually holds a whole /64, so per-address counting would be useless).
+fn throttle_source(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::throttle_source;
+
+    #[test]
+    fn ipv6_sources_are_grouped_by_64() {
+        let a = throttle_source("2001:db8:1:2::1".parse().unwrap());
+        let b = throttle_source("2001:db8:1:2:ffff::9".parse().unwrap());
+        let c = throttle_source("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(throttle_source("192.0.2.7".parse().unwrap()), "192.0.2.7");
+    }
 }

@@ -42,8 +42,8 @@ pub enum Backend {
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database URL names no supported backend.
-    #[error("unsupported database URL (expected sqlite: or postgres://)")]
+    /// The database URL names no supported backend (or the path is not UTF-8).
+    #[error("unsupported database URL (expected sqlite: or postgres://, UTF-8 paths)")]
     UnsupportedUrl,
     /// Opening the database failed.
     #[error("connecting to the database")]
@@ -69,7 +69,13 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the SQLite database file at `path`.
     pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
-        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let path = path.to_str().ok_or(StoreError::UnsupportedUrl)?;
+        // sqlx percent-decodes the path: escape what would end it early.
+        let path = path
+            .replace('%', "%25")
+            .replace('?', "%3F")
+            .replace('#', "%23");
+        let url = format!("sqlite://{path}?mode=rwc");
         Store::connect(&url).await
     }
 
