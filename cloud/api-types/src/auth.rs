@@ -36,6 +36,10 @@ pub struct TokenResponse {
     pub refresh_expires_in: u64,
     /// Gateways the user may use.
     pub gateways: Vec<GatewayInfo>,
+    /// The password is a one-time password: until it is changed
+    /// (`POST /api/v1/auth/password`) every other call answers `password_change_required`.
+    #[serde(default)]
+    pub password_change_required: bool,
 }
 
 /// A gateway the user may connect to.
@@ -62,6 +66,22 @@ impl std::fmt::Debug for RefreshRequest {
         f.debug_struct("RefreshRequest")
             .field("refresh_token", &"<redacted>")
             .finish()
+    }
+}
+
+/// `POST /api/v1/auth/password` (with the bearer token of the session).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    /// The password in use.
+    pub current_password: String,
+    /// The new password (12 to 1024 bytes, different from the current one).
+    pub new_password: String,
+}
+
+impl std::fmt::Debug for ChangePasswordRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangePasswordRequest { .. }")
     }
 }
 

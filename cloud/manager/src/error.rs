@@ -32,6 +32,10 @@ pub enum ErrorCode {
     InvalidRefreshToken,
     /// Authenticated but not allowed.
     Forbidden,
+    /// The current password given to a password change is wrong.
+    WrongPassword,
+    /// The account has a one-time password: change it first.
+    PasswordChangeRequired,
     /// No such route or object.
     NotFound,
     /// Route exists, method does not.
@@ -55,6 +59,8 @@ impl ErrorCode {
             ErrorCode::InvalidToken => "invalid_token",
             ErrorCode::InvalidRefreshToken => "invalid_refresh_token",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::WrongPassword => "wrong_password",
+            ErrorCode::PasswordChangeRequired => "password_change_required",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
@@ -72,7 +78,9 @@ impl ErrorCode {
             | ErrorCode::InvalidToken
             | ErrorCode::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
             ErrorCode::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::WrongPassword | ErrorCode::PasswordChangeRequired => {
+                StatusCode::FORBIDDEN
+            }
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

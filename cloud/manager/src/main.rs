@@ -78,11 +78,20 @@ async fn admin_create(
         }
     };
     let store = outband_manager::open_store(&cli.db.database()).await?;
-    let user = users::create_user(&store, &Clock::default(), email, &password, true, "cli").await?;
+    let user = users::create_user(
+        &store,
+        &Clock::default(),
+        email,
+        &password,
+        true,
+        generated,
+        "cli",
+    )
+    .await?;
     store.close().await;
     println!("created global admin {} ({})", user.email, user.id);
     if generated {
-        eprintln!("one-time password (shown once): {password}");
+        eprintln!("one-time password (shown once; must be changed at first login): {password}");
     }
     Ok(())
 }

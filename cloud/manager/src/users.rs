@@ -30,14 +30,16 @@ pub enum CreateUserError {
     Store(#[source] StoreError),
 }
 
-/// Creates a user (hashing on the calling thread: for the CLI and first start).
-/// `how` is recorded in the audit log.
+/// Creates a user (hashing on the blocking pool: for the CLI and first start).
+/// `one_time`: the password must be changed at first login. `how` is recorded in the
+/// audit log.
 pub async fn create_user(
     store: &Store,
     clock: &Clock,
     email: &str,
     password: &str,
     global_admin: bool,
+    one_time: bool,
     how: &str,
 ) -> Result<UserRow, CreateUserError> {
     let email = normalize_email(email);
@@ -58,6 +60,7 @@ pub async fn create_user(
         is_global_admin: global_admin,
         created_at: clock.now(),
         disabled_at: None,
+        password_must_change: one_time,
     };
     match store.insert_user(&user).await {
         Ok(()) => {}
@@ -96,7 +99,17 @@ pub async fn bootstrap_admin(
         return Ok(None);
     }
     let password = generate_password();
-    match create_user(store, clock, BOOTSTRAP_EMAIL, &password, true, "bootstrap").await {
+    match create_user(
+        store,
+        clock,
+        BOOTSTRAP_EMAIL,
+        &password,
+        true,
+        true,
+        "bootstrap",
+    )
+    .await
+    {
         Ok(_) => Ok(Some(password)),
         Err(CreateUserError::Exists) => Ok(None),
         Err(e) => Err(e),

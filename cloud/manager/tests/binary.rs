@@ -174,7 +174,21 @@ fn first_start_with_no_arguments_uses_sqlite_and_prints_a_one_time_password() {
     let password = line.rsplit(' ').next().unwrap();
     let (status, v) = login(&m, "admin@localhost", password);
     assert_eq!(status, 200, "{v}");
-    let (status, _) = get(&m.url("/api/v1/audit"), v["access_token"].as_str());
+    assert_eq!(v["password_change_required"], true);
+    let token = v["access_token"].as_str().unwrap();
+    let (status, e) = get(&m.url("/api/v1/audit"), Some(token));
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (403, Some("password_change_required"))
+    );
+    let new_password = "the admin's own passphrase";
+    let r = agent()
+        .post(&m.url("/api/v1/auth/password"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .send_json(json!({ "current_password": password, "new_password": new_password }))
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let (status, _) = get(&m.url("/api/v1/audit"), Some(token));
     assert_eq!(status, 200);
     let (status, h) = get(&m.url("/health"), None);
     assert_eq!((status, h["status"].as_str()), (200, Some("ok")));
@@ -183,7 +197,8 @@ fn first_start_with_no_arguments_uses_sqlite_and_prints_a_one_time_password() {
 
     // A second start finds the user and prints nothing.
     let m = Manager::start(dir.path(), "b", &[]);
-    assert_eq!(login(&m, "admin@localhost", password).0, 200);
+    assert_eq!(login(&m, "admin@localhost", password).0, 401);
+    assert_eq!(login(&m, "admin@localhost", new_password).0, 200);
     let logs = m.stop();
     assert!(!logs.contains("one-time password"), "{logs}");
     assert!(!logs.contains(password));

@@ -1,11 +1,13 @@
-//! Authentication services, independent of HTTP: login, refresh, logout, and issuing
-//! tokens for a session.
+//! Authentication services, independent of HTTP: login, refresh, logout, password
+//! change, and issuing tokens for a session.
 
 mod login;
+mod password;
 mod refresh;
 mod tokens;
 
 pub use login::login;
+pub use password::change_password;
 pub use refresh::{logout, refresh};
 pub use tokens::access_claims;
 

@@ -95,7 +95,13 @@ pub async fn refresh(m: &Manager, token: &str, ip: IpAddr) -> Result<TokenRespon
         ..NewAudit::default()
     })
     .await?;
-    Ok(tokens::response(m, access, next, next_end - now))
+    Ok(tokens::response(
+        m,
+        access,
+        next,
+        next_end - now,
+        user.password_must_change,
+    ))
 }
 
 /// Reuse of a rotated token: revoke the family, audit, refuse.

@@ -52,7 +52,14 @@ pub(super) async fn start_session(
         .keys
         .sign(&access_claims(m, user, &session_id, now))
         .await?;
-    Ok((session_id, response(m, access, refresh, refresh_end - now)))
+    let resp = response(
+        m,
+        access,
+        refresh,
+        refresh_end - now,
+        user.password_must_change,
+    );
+    Ok((session_id, resp))
 }
 
 /// The token response.
@@ -61,6 +68,7 @@ pub(super) fn response(
     access: String,
     refresh: String,
     refresh_in: i64,
+    password_change_required: bool,
 ) -> TokenResponse {
     TokenResponse {
         access_token: access,
@@ -70,5 +78,6 @@ pub(super) fn response(
         refresh_expires_in: refresh_in.max(0) as u64,
         // Gateway registration is not built yet: nobody may use any gateway.
         gateways: Vec::new(),
+        password_change_required,
     }
 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use outband_api::auth::{LoginRequest, RefreshRequest, TokenResponse};
+use outband_api::auth::{ChangePasswordRequest, LoginRequest, RefreshRequest, TokenResponse};
 
+use super::bearer::AuthUser;
 use super::extract::{ApiJson, SourceIp};
 use crate::error::ApiError;
 use crate::manager::Manager;
@@ -38,5 +39,15 @@ pub async fn logout(
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> Result<StatusCode, ApiError> {
     crate::auth::logout(&m, &req.refresh_token, ip).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/auth/password`: 204; other sessions of the user are revoked.
+pub async fn change_password(
+    State(m): State<Arc<Manager>>,
+    user: AuthUser,
+    ApiJson(req): ApiJson<ChangePasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    crate::auth::change_password(&m, &user, req).await?;
     Ok(StatusCode::NO_CONTENT)
 }

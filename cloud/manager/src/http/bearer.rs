@@ -1,6 +1,7 @@
 //! Bearer-token authentication: validates our own access JWTs, then checks that the
 //! session is live and the user still exists and is enabled (so logout and disabling
 //! take effect at the manager at once; gateways rely on the short token lifetime).
+//! Accounts with a one-time password may only call [`PASSWORD_PATH`].
 
 use std::sync::Arc;
 
@@ -14,6 +15,9 @@ use crate::jwt::{Claims, MAX_TOKEN_LEN};
 use crate::manager::Manager;
 use crate::metrics::inc;
 use crate::store::users::UserRow;
+
+/// The one endpoint an account with a one-time password may use.
+pub const PASSWORD_PATH: &str = "/api/v1/auth/password";
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -70,6 +74,12 @@ impl FromRequestParts<Arc<Manager>> for AuthUser {
             inc(&m.metrics.token_rejected);
             return Err(ApiError::invalid_token());
         };
+        if user.password_must_change && parts.uri.path() != PASSWORD_PATH {
+            return Err(ApiError::new(
+                ErrorCode::PasswordChangeRequired,
+                "this account has a one-time password: change it first (POST /api/v1/auth/password)",
+            ));
+        }
         Ok(AuthUser {
             claims,
             user,

@@ -32,6 +32,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/refresh", post(auth::refresh))
         .route("/api/v1/auth/logout", post(auth::logout))
+        .route(bearer::PASSWORD_PATH, post(auth::change_password))
         .route("/api/v1/audit", get(admin::audit))
         .route("/api/v1/admin/keys/rotate", post(admin::rotate_keys))
         .fallback(not_found)

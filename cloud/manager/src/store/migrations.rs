@@ -12,12 +12,20 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use super::{Backend, Store, StoreError};
 
 /// `(version, description, sqlite sql, postgres sql)`.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "identity",
-    include_str!("../../migrations/sqlite/0001_identity.sql"),
-    include_str!("../../migrations/postgres/0001_identity.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "identity",
+        include_str!("../../migrations/sqlite/0001_identity.sql"),
+        include_str!("../../migrations/postgres/0001_identity.sql"),
+    ),
+    (
+        2,
+        "password must change",
+        include_str!("../../migrations/sqlite/0002_password_must_change.sql"),
+        include_str!("../../migrations/postgres/0002_password_must_change.sql"),
+    ),
+];
 
 /// The migrator for `backend`.
 pub fn migrator(backend: Backend) -> Migrator {

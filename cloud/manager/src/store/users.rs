@@ -20,6 +20,8 @@ pub struct UserRow {
     pub created_at: i64,
     /// Set when the account is disabled.
     pub disabled_at: Option<i64>,
+    /// The password is a one-time password: only changing it is allowed.
+    pub password_must_change: bool,
 }
 
 impl std::fmt::Debug for UserRow {
@@ -29,11 +31,13 @@ impl std::fmt::Debug for UserRow {
             .field("email", &self.email)
             .field("is_global_admin", &self.is_global_admin)
             .field("disabled_at", &self.disabled_at)
+            .field("password_must_change", &self.password_must_change)
             .finish_non_exhaustive()
     }
 }
 
-const COLUMNS: &str = "id, email, password_hash, is_global_admin, created_at, disabled_at";
+const COLUMNS: &str =
+    "id, email, password_hash, is_global_admin, created_at, disabled_at, password_must_change";
 
 fn from_row(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
     Ok(UserRow {
@@ -43,6 +47,7 @@ fn from_row(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
         is_global_admin: row.try_get::<i64, _>("is_global_admin")? != 0,
         created_at: row.try_get("created_at")?,
         disabled_at: row.try_get("disabled_at")?,
+        password_must_change: row.try_get::<i64, _>("password_must_change")? != 0,
     })
 }
 
@@ -70,8 +75,8 @@ impl Store {
     /// Inserts a user; [`StoreError::Conflict`] if the email is taken.
     pub async fn insert_user(&self, user: &UserRow) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO users (id, email, password_hash, is_global_admin, created_at, disabled_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO users (id, email, password_hash, is_global_admin, created_at, \
+             disabled_at, password_must_change) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&user.id)
         .bind(&user.email)
@@ -79,10 +84,39 @@ impl Store {
         .bind(i64::from(user.is_global_admin))
         .bind(user.created_at)
         .bind(user.disabled_at)
+        .bind(i64::from(user.password_must_change))
         .execute(self.pool())
         .await
         .map_err(conflict_or)?;
         Ok(())
+    }
+
+    /// Replaces a user's password (clearing the must-change flag) and revokes every
+    /// other live session of the user. Returns the number of sessions revoked.
+    pub async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        keep_session: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("UPDATE users SET password_hash = $1, password_must_change = 0 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let revoked = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoke_reason = 'password_change' \
+             WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .bind(keep_session)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(revoked.rows_affected())
     }
 
     /// Number of users.

@@ -171,9 +171,17 @@ impl TestApp {
     }
 
     pub async fn user_with(&self, email: &str, password: &str, admin: bool) -> UserRow {
-        users::create_user(&self.m.store, &self.clock, email, password, admin, "test")
-            .await
-            .unwrap()
+        users::create_user(
+            &self.m.store,
+            &self.clock,
+            email,
+            password,
+            admin,
+            false,
+            "test",
+        )
+        .await
+        .unwrap()
     }
 
     /// Sends a request from `ip`.

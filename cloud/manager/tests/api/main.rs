@@ -12,4 +12,5 @@ mod jwt_attacks;
 mod keys;
 mod login;
 mod ops;
+mod password;
 mod refresh;
