@@ -160,7 +160,7 @@ pub async fn run(
         what: "reading listener address".into(),
         source,
     })?;
-    let app = http::router(manager);
+    let app = http::router(manager.clone());
     if let Some(path) = &config.ready_file {
         let info = ReadyInfo {
             http_addr: addr.to_string(),
@@ -172,12 +172,16 @@ pub async fn run(
         })?;
     }
     tracing::info!(http_addr = %addr, backend = ?store.backend(), "manager ready");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let housekeeping = tokio::spawn(manager.housekeeping_loop(cancel.clone()));
     let served = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await;
+    cancel.cancel();
+    let _ = housekeeping.await;
     store.close().await;
     served.map_err(|source| ManagerError::Io {
         what: "HTTP server".into(),

@@ -2,6 +2,9 @@
 //! clock, metrics, settings), plus the audit helper.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::ids::Clock;
@@ -10,6 +13,12 @@ use crate::metrics::Metrics;
 use crate::password::{Hasher, PasswordError};
 use crate::store::Store;
 use crate::store::StoreError;
+use crate::store::housekeeping::Purged;
+
+/// How long ended sessions are kept before deletion.
+pub const SESSION_RETENTION_SECS: i64 = 24 * 3600;
+/// How often housekeeping runs.
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(600);
 use crate::store::audit::NewAudit;
 
 /// Shared service state.
@@ -41,6 +50,34 @@ impl Manager {
             metrics: Metrics::default(),
             config,
         }))
+    }
+
+    /// One housekeeping pass: ended sessions are kept for [`SESSION_RETENTION_SECS`]
+    /// (so a revoked session still reads as revoked for a while), then deleted.
+    pub async fn housekeeping(&self) -> Result<Purged, StoreError> {
+        let now = self.clock.now();
+        let window = self.config.throttle.window.as_secs() as i64;
+        self.store
+            .purge(now, now - SESSION_RETENTION_SECS, window)
+            .await
+    }
+
+    /// Runs [`Manager::housekeeping`] every [`HOUSEKEEPING_INTERVAL`] until cancelled.
+    pub async fn housekeeping_loop(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.housekeeping().await {
+                Ok(p) if p != Purged::default() => {
+                    tracing::info!(sessions = p.sessions, throttle = p.throttle, "housekeeping")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+            }
+        }
     }
 
     /// Appends an audit entry stamped with the current time. Audit is part of the

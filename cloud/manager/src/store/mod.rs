@@ -17,6 +17,7 @@
 //! advisory lock.
 
 pub mod audit;
+pub mod housekeeping;
 pub mod keys;
 pub mod migrations;
 pub mod sessions;

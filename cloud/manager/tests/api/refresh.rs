@@ -114,10 +114,47 @@ async fn refresh_tokens_expire(db: Db) {
     }
 }
 
+async fn housekeeping_deletes_ended_sessions_only(db: Db) {
+    let app = TestApp::new(db).await;
+    app.user("root@example.com", true).await;
+    let (_, ended) = app.tokens("root@example.com").await;
+    app.post("/api/v1/auth/logout", json!({ "refresh_token": ended }))
+        .await;
+    let (_, live) = app.tokens("root@example.com").await;
+    assert_eq!(
+        app.login("root@example.com", "wrong password!")
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let count = |sql: &'static str| {
+        let pool = app.m.store.pool().clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
+            n
+        }
+    };
+    // Nothing is old enough yet.
+    assert_eq!(app.m.housekeeping().await.unwrap().sessions, 0);
+    assert_eq!(count("SELECT COUNT(*) FROM sessions").await, 2);
+    // A day later the logged-out session and the stale throttle counters go; the live
+    // session and its token stay.
+    app.clock
+        .advance(outband_manager::manager::SESSION_RETENTION_SECS + 3600);
+    let purged = app.m.housekeeping().await.unwrap();
+    assert_eq!(purged.sessions, 1);
+    assert_eq!(purged.throttle, 2, "account and address counters");
+    assert_eq!(count("SELECT COUNT(*) FROM sessions").await, 1);
+    assert_eq!(count("SELECT COUNT(*) FROM refresh_tokens").await, 1);
+    assert_eq!(app.refresh(&live).await.status, StatusCode::OK);
+    assert_eq!(app.refresh(&ended).await.code(), "invalid_refresh_token");
+}
+
 both!(
     refresh_rotates_the_token,
     reuse_of_a_rotated_token_revokes_the_family,
     concurrent_use_of_one_token_lets_at_most_one_win,
     logout_revokes_the_session,
     refresh_tokens_expire,
+    housekeeping_deletes_ended_sessions_only,
 );
