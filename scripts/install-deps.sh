@@ -48,4 +48,9 @@ if [ ! -x "$VENV/bin/vncdo" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check vncdotool
 fi
+if [ ! -x "$VENV/bin/st" ]; then
+  log "python: schemathesis (manager API fuzzing) in $VENV"
+  [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check schemathesis
+fi
 log "done"

@@ -4,6 +4,11 @@ use serde::{Deserialize, Serialize};
 
 /// Query parameters of `GET /api/v1/audit`. Entries come newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only entries at or after this unix time in milliseconds.
@@ -22,6 +27,7 @@ pub struct AuditQuery {
 
 /// One audit entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// Monotonic id.
     pub id: i64,
@@ -46,6 +52,7 @@ pub struct AuditEntry {
 
 /// `GET /api/v1/audit` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditPage {
     /// Entries, newest first.
     pub entries: Vec<AuditEntry>,

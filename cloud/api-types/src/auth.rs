@@ -4,11 +4,14 @@ use serde::{Deserialize, Serialize};
 
 /// `POST /api/v1/auth/login`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Account email (case-insensitive).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 254))]
     pub email: String,
     /// Password.
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub password: String,
 }
 
@@ -23,6 +26,7 @@ impl std::fmt::Debug for LoginRequest {
 
 /// Tokens returned by login and refresh.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenResponse {
     /// Short-lived access JWT (EdDSA), presented as `Authorization: Bearer`.
     pub access_token: String,
@@ -44,6 +48,7 @@ pub struct TokenResponse {
 
 /// A gateway the user may connect to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GatewayInfo {
     /// Gateway id.
     pub id: String,
@@ -55,6 +60,7 @@ pub struct GatewayInfo {
 
 /// `POST /api/v1/auth/refresh` and `POST /api/v1/auth/logout`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The refresh token from the last login or refresh.
@@ -71,11 +77,14 @@ impl std::fmt::Debug for RefreshRequest {
 
 /// `POST /api/v1/auth/password` (with the bearer token of the session).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     /// The password in use.
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub current_password: String,
     /// The new password (12 to 1024 bytes, different from the current one).
+    #[cfg_attr(feature = "openapi", schema(min_length = 12, max_length = 1024))]
     pub new_password: String,
 }
 
@@ -87,6 +96,7 @@ impl std::fmt::Debug for ChangePasswordRequest {
 
 /// `POST /api/v1/admin/keys/rotate` response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RotateKeyResponse {
     /// The new signing key's id.
     pub kid: String,

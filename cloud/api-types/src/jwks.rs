@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// A key set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Jwks {
     /// The keys that currently verify access tokens.
     pub keys: Vec<Jwk>,
@@ -11,6 +12,7 @@ pub struct Jwks {
 
 /// One Ed25519 public key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Jwk {
     /// Key type: `OKP`.
     pub kty: String,

@@ -5,7 +5,8 @@
 //! client can link it (design invariant: the gateway and the CLI link no server crate).
 //!
 //! Requests reject unknown fields; responses tolerate them (clients stay compatible
-//! with a newer manager that adds fields).
+//! with a newer manager that adds fields). The `openapi` feature adds utoipa schema
+//! derives for the manager's generated OpenAPI document; clients leave it off.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -13,5 +14,6 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod jwks;
+pub mod ops;
 
 pub use error::{ErrorBody, ErrorDetail};

@@ -415,3 +415,70 @@ fn two_managers_on_one_postgres_share_users_tokens_keys_and_throttle() {
     assert!(logs.contains("audit"), "debug logs captured");
     assert!(!logs.contains(canary), "canary password in process output");
 }
+
+/// Runs schemathesis (PyPI, installed by `scripts/install-deps.sh` into the venv) against
+/// a manager's own OpenAPI document: no generated request may cause a 5xx.
+fn fuzz_against_openapi(args: &[&str], dir: &Path) {
+    let venv = std::env::var("OUTBAND_VENV").unwrap_or_else(|_| "/opt/outband-venv".into());
+    let st = Path::new(&venv).join("bin/st");
+    assert!(
+        st.exists(),
+        "{} missing: run scripts/install-deps.sh",
+        st.display()
+    );
+    std::fs::write(dir.join("pw"), "fuzzing admin password").unwrap();
+    let mut create = vec![
+        "admin",
+        "create",
+        "--email",
+        "fuzz@example.com",
+        "--password-file",
+        "pw",
+    ];
+    create.splice(0..0, args.iter().copied());
+    let (ok, out) = run_cli(dir, &create, "");
+    assert!(ok, "{out}");
+    let m = Manager::start(dir, "fuzz", args);
+    let (status, t) = login(&m, "fuzz@example.com", "fuzzing admin password");
+    assert_eq!(status, 200, "{t}");
+    let token = t["access_token"].as_str().unwrap();
+    let out = Command::new(&st)
+        .args([
+            "run",
+            &m.url("/api/v1/openapi.json"),
+            "--checks",
+            "not_a_server_error",
+        ])
+        .args(["--max-examples", "40", "--seed", "1", "--no-color"])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .env("SCHEMATHESIS_HOOKS", "")
+        .current_dir(dir)
+        .output()
+        .expect("running schemathesis");
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let logs = m.stop();
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{report}\n{logs}"
+    );
+    assert!(report.contains("passed"), "{report}");
+    assert!(!logs.contains("internal error"), "{logs}");
+}
+
+#[test]
+fn openapi_fuzz_finds_no_server_errors_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    fuzz_against_openapi(&[], dir.path());
+}
+
+#[test]
+fn openapi_fuzz_finds_no_server_errors_on_postgres() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = rt.block_on(pg::fresh_database());
+    let dir = tempfile::tempdir().unwrap();
+    fuzz_against_openapi(&["--database-url", &url], dir.path());
+}

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use outband_api::ErrorBody;
 use outband_api::audit::{AuditPage, AuditQuery};
 use outband_api::auth::RotateKeyResponse;
 
@@ -14,6 +15,19 @@ use crate::error::ApiError;
 use crate::manager::Manager;
 use crate::store::audit::NewAudit;
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "admin",
+    params(AuditQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Entries, newest first", body = AuditPage),
+        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 401, description = "unauthenticated / invalid_token", body = ErrorBody),
+        (status = 403, description = "forbidden / password_change_required", body = ErrorBody)
+    )
+)]
 /// `GET /api/v1/audit` (global admins).
 pub async fn audit(
     State(m): State<Arc<Manager>>,
@@ -25,6 +39,17 @@ pub async fn audit(
     Ok(Json(AuditPage { entries }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/keys/rotate",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "New signing key", body = RotateKeyResponse),
+        (status = 401, description = "unauthenticated / invalid_token", body = ErrorBody),
+        (status = 403, description = "forbidden / password_change_required", body = ErrorBody)
+    )
+)]
 /// `POST /api/v1/admin/keys/rotate` (global admins): a new signing key now; older keys
 /// verify for the configured overlap.
 pub async fn rotate_keys(

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod bearer;
 pub mod extract;
+pub mod openapi;
 pub mod ops;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .route("/.well-known/jwks.json", get(ops::jwks))
+        .route("/api/v1/openapi.json", get(ops::openapi))
         .route("/api/v1/auth/login", post(auth::login))
         .route("/api/v1/auth/refresh", post(auth::refresh))
         .route("/api/v1/auth/logout", post(auth::logout))

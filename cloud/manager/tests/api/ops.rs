@@ -40,4 +40,46 @@ async fn health_metrics_and_json_errors(db: Db) {
     assert_eq!(mna.code(), "method_not_allowed");
 }
 
-both!(health_metrics_and_json_errors);
+async fn openapi_document_describes_every_route(db: Db) {
+    let app = TestApp::new(db).await;
+    let doc = app.get("/api/v1/openapi.json", None).await.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let mut paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort();
+    // Keep in step with http::router.
+    assert_eq!(
+        paths,
+        [
+            "/.well-known/jwks.json",
+            "/api/v1/admin/keys/rotate",
+            "/api/v1/audit",
+            "/api/v1/auth/login",
+            "/api/v1/auth/logout",
+            "/api/v1/auth/password",
+            "/api/v1/auth/refresh",
+            "/api/v1/openapi.json",
+            "/health",
+            "/metrics",
+        ]
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(
+        doc["paths"]["/api/v1/audit"]["get"]["security"][0]["bearer"],
+        serde_json::json!([])
+    );
+    let login = &doc["components"]["schemas"]["LoginRequest"];
+    assert_eq!(login["properties"]["password"]["maxLength"], 1024);
+}
+
+both!(
+    health_metrics_and_json_errors,
+    openapi_document_describes_every_route
+);
