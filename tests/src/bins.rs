@@ -60,15 +60,18 @@ fn locate_and_build() -> anyhow::Result<PathBuf> {
         Some(other) => other.to_owned(),
         None => anyhow::bail!("cannot tell the profile of {}", profile_dir.display()),
     };
-    // target/<profile> or target/<triple>/<profile>: cargo puts a CACHEDIR.TAG at the
-    // root of every target dir.
+    // target/<profile> or target/<triple>/<profile>. A target triple has at least
+    // three dash-separated parts (x86_64-unknown-linux-gnu); a target dir made by
+    // someone else (e.g. CI's CARGO_TARGET_DIR) may lack cargo's CACHEDIR.TAG, so
+    // the tag alone cannot tell.
     let mut target_dir = profile_dir.parent().context("profile dir has a parent")?;
     let mut triple = None;
     if let (false, Some(t), Some(parent)) = (
         target_dir.join("CACHEDIR.TAG").exists(),
         target_dir.file_name(),
         target_dir.parent(),
-    ) {
+    ) && t.to_string_lossy().split('-').count() >= 3
+    {
         triple = Some(t.to_owned());
         target_dir = parent;
     }
