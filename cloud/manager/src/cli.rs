@@ -75,6 +75,13 @@ pub struct ServeArgs {
     /// Lockout duration once a failure limit is hit.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub lockout: Duration,
+    /// Time a client gets to send a request's headers (and an idle connection its next
+    /// request).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Open HTTP connections at most.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
     /// Do not create admin@localhost on first start.
     #[arg(long)]
     pub no_bootstrap_admin: bool,
@@ -140,6 +147,8 @@ impl Cli {
         c.throttle.account_limit = s.account_failure_limit;
         c.throttle.ip_limit = s.ip_failure_limit;
         c.throttle.lockout = s.lockout;
+        c.limits.header_read_timeout = s.header_read_timeout;
+        c.limits.max_connections = s.max_connections;
         c
     }
 }

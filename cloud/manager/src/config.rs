@@ -67,6 +67,8 @@ pub struct Config {
     pub throttle: Throttle,
     /// Create `admin@localhost` with a printed one-time password when no user exists.
     pub bootstrap_admin: bool,
+    /// HTTP connection limits.
+    pub limits: crate::serve::Limits,
 }
 
 impl Default for Config {
@@ -87,6 +89,7 @@ impl Default for Config {
             argon2_wait: Duration::from_secs(10),
             throttle: Throttle::default(),
             bootstrap_admin: true,
+            limits: crate::serve::Limits::default(),
         }
     }
 }

@@ -11,7 +11,7 @@
 //! - [`auth`]: login, refresh, logout; [`authz`]: the authorization function;
 //!   [`users`]: user creation and the first-start admin.
 //! - [`http`]: the REST API; [`error`]: error codes and their HTTP status;
-//!   [`metrics`]: counters.
+//!   [`metrics`]: counters; [`serve`]: the accept loop (timeouts, connection cap).
 //!
 //! [`run`] takes a bound listener and a shutdown future, so tests bind port 0.
 #![forbid(unsafe_code)]
@@ -29,6 +29,7 @@ pub mod keys;
 pub mod manager;
 pub mod metrics;
 pub mod password;
+pub mod serve;
 pub mod store;
 pub mod users;
 
@@ -174,17 +175,9 @@ pub async fn run(
     tracing::info!(http_addr = %addr, backend = ?store.backend(), "manager ready");
     let cancel = tokio_util::sync::CancellationToken::new();
     let housekeeping = tokio::spawn(manager.housekeeping_loop(cancel.clone()));
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    serve::serve(listener, app, config.limits, shutdown).await;
     cancel.cancel();
     let _ = housekeeping.await;
     store.close().await;
-    served.map_err(|source| ManagerError::Io {
-        what: "HTTP server".into(),
-        source,
-    })
+    Ok(())
 }

@@ -482,3 +482,35 @@ fn openapi_fuzz_finds_no_server_errors_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     fuzz_against_openapi(&["--database-url", &url], dir.path());
 }
+
+#[test]
+fn slow_and_idle_connections_are_closed_after_the_header_timeout() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let m = Manager::start(dir.path(), "m", &["--header-read-timeout", "1s"]);
+    let closed_within = |send: &[u8]| {
+        let mut s = std::net::TcpStream::connect(&m.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(send).unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 1024];
+        // Whatever hyper answers (nothing, or a 408), the connection must then end.
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        start.elapsed()
+    };
+    let slow = closed_within(b"GET /health HTTP/1.1\r\nHost: x\r\n");
+    assert!(slow < Duration::from_secs(5), "slow headers held {slow:?}");
+    let idle = closed_within(b"");
+    assert!(
+        idle < Duration::from_secs(5),
+        "idle connection held {idle:?}"
+    );
+    // Normal requests are unaffected.
+    assert_eq!(get(&m.url("/health"), None).0, 200);
+    m.stop();
+}
