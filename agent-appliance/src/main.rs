@@ -8,6 +8,13 @@ use outband_agent::connect::Agent;
 use outband_agent::identity::Identity;
 use outband_agent::{log, tls};
 
+/// musl's allocator returns large blocks to the kernel on every free, so a busy
+/// tunnel spent most of its time in page faults and TLB shootdowns (1.9 vs 3.3
+/// Gbit/s against the glibc build); mimalloc keeps the static agent as fast as a
+/// glibc one for about 100 KB of binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let action = match config::parse_args(std::env::args_os().skip(1)) {
         Ok(a) => a,

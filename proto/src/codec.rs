@@ -95,6 +95,16 @@ impl FrameDecoder {
             .max(1)
     }
 
+    /// Frees the buffer if it holds nothing, so an idle connection keeps no
+    /// allocation. Call it when the connection has been quiet for a while, not after
+    /// every frame: a busy connection reuses its buffer instead of asking the
+    /// allocator again (musl's returns large blocks to the kernel on every free).
+    pub fn shrink_if_empty(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// Bytes buffered but not yet decoded.
     pub fn buffered(&self) -> usize {
         self.buf.len()
@@ -107,10 +117,6 @@ impl FrameDecoder {
             return Err(DecodeError::Malformed("decoder already failed".into()));
         }
         let res = self.decode_inner();
-        if self.buf.is_empty() && self.buf.capacity() > 64 * 1024 {
-            // Do not keep a large buffer for an idle connection.
-            self.buf = BytesMut::new();
-        }
         if res.is_err() {
             self.failed = true;
             self.buf = BytesMut::new();

@@ -21,8 +21,6 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Bytes read from the transport per read call. The read buffer lives on the stack
 /// of the poll, so an idle connection holds no read buffer at all.
 const READ_CHUNK: usize = 32 * 1024;
-/// A drained write buffer larger than this is freed, so idle connections stay small.
-const WRITE_KEEP: usize = 16 * 1024;
 /// How long a closing connection may take to flush its `GoAway`.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Reads per round of the poll loop.
@@ -174,9 +172,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                 }
             }
             if self.write_buf.is_empty() {
-                if self.write_buf.capacity() > WRITE_KEEP {
-                    self.write_buf = BytesMut::new();
-                }
                 break;
             }
             match Pin::new(&mut self.io).poll_write(cx, &self.write_buf)? {
@@ -257,6 +252,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
                 }
                 let mut deadline = st.mux.poll_timeout();
                 if deadline.is_some_and(|d| d <= now) {
+                    // A timer tick (heartbeat interval): free buffers that sit empty,
+                    // so idle connections hold none while busy ones keep reusing theirs.
+                    this.decoder.shrink_if_empty();
+                    if this.write_buf.is_empty() && this.write_buf.capacity() > 0 {
+                        this.write_buf = BytesMut::new();
+                    }
                     let res = st.mux.handle_timeout(now);
                     st.dispatch_events();
                     if let Err(err) = res {

@@ -100,6 +100,7 @@ pub fn gateway(bin: &Path, dir: &Path, extra: &[&str]) -> Result<(Proc, Ready)> 
     args.push("--ready-file".into());
     args.push(ready.display().to_string());
     args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(window_args());
     let proc = Proc::spawn("gateway", bin, &args, dir)?;
     let v: serde_json::Value = wait_for(Duration::from_secs(20), "gateway ready file", || {
         let text = std::fs::read_to_string(&ready).ok()?;
@@ -130,6 +131,7 @@ pub fn agent(bin: &Path, dir: &Path, ready: &Ready, allow: &[String]) -> Result<
         args.push("--allow".into());
         args.push(a.clone());
     }
+    args.extend(window_args());
     Proc::spawn("agent", bin, &args, dir)
 }
 
@@ -158,4 +160,12 @@ pub fn relay(http: &str, agent_id: &str, target: &str) -> Result<String> {
         .as_str()
         .map(str::to_owned)
         .context("relay listen address")
+}
+
+/// `--window N` for both ends when OUTBAND_BENCH_WINDOW is set (for tuning runs).
+fn window_args() -> Vec<String> {
+    match std::env::var("OUTBAND_BENCH_WINDOW") {
+        Ok(w) => vec!["--window".into(), w],
+        Err(_) => Vec::new(),
+    }
 }
