@@ -153,3 +153,35 @@ pub fn pct(samples: &mut [f64], p: f64) -> f64 {
     let idx = ((samples.len() as f64 - 1.0) * p).round() as usize;
     samples[idx.min(samples.len() - 1)]
 }
+
+/// A plain TCP relay (the baseline the tunnel is held to): every connection to the
+/// returned address is copied both ways to `upstream` by two threads.
+pub fn plain_relay(upstream: String) -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    std::thread::spawn(move || {
+        for down in l.incoming().flatten() {
+            let Ok(up) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let _ = down.set_nodelay(true);
+            let _ = up.set_nodelay(true);
+            let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
+                continue;
+            };
+            std::thread::spawn(move || pipe(down, up));
+            std::thread::spawn(move || pipe(up2, down2));
+        }
+    });
+    Ok(addr)
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
