@@ -6,12 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
-cargo build --release --locked -p outband-gateway -p outband-agent
+cargo build --release --locked -p outband-gateway -p outband-agent -p outband-manager
 BIN=${CARGO_TARGET_DIR:-target}/release
 
 RUN=${OUTBAND_DEMO_DIR:-$PWD/.demo}
 mkdir -p "$RUN"
 GW_HTTP=${OUTBAND_HTTP:-127.0.0.1:8080}
+MGR_HTTP=${OUTBAND_MANAGER_HTTP:-127.0.0.1:8090}
 GW_AGENTS=${OUTBAND_AGENT_LISTEN:-127.0.0.1:7443}
 VNC_DISPLAY=${OUTBAND_VNC_DISPLAY:-77}
 VNC_PORT=$((5900 + VNC_DISPLAY))
@@ -24,6 +25,11 @@ echo "==> QEMU (the stand-in BMC) with VNC on 127.0.0.1:$VNC_PORT"
 qemu-system-x86_64 -machine pc,accel=tcg -display none -m 64 -nodefaults -vga std \
   -vnc "127.0.0.1:$VNC_DISPLAY" -nic none -boot reboot-timeout=3000 \
   >"$RUN/qemu.log" 2>&1 &
+pids+=($!)
+
+echo "==> manager on http://$MGR_HTTP (SQLite in $RUN/manager-data)"
+"$BIN/outband-manager" --data-dir "$RUN/manager-data" --listen "$MGR_HTTP" \
+  >"$RUN/manager.log" 2>&1 &
 pids+=($!)
 
 echo "==> gateway: agents on $GW_AGENTS, operator API on http://$GW_HTTP"
@@ -60,6 +66,9 @@ outband is running.
   agent:          $agent_id
   operator page:  http://$GW_HTTP/          (connected agents; JSON at /api/v1/agents)
   metrics:        http://$GW_HTTP/metrics
+  manager API:    http://$MGR_HTTP/api/v1/openapi.json  (first start prints the
+                  admin@localhost one-time password to $RUN/manager.log; the
+                  manager is not yet wired to the gateway)
   VNC console:    point any VNC viewer at ${relay} — it reaches the stand-in BMC
                   only through the agent's outbound tunnel.
   logs:           $RUN/*.log
