@@ -68,6 +68,8 @@ pub fn run(quick: bool) -> Result<()> {
             gateway.log_tail()
         )
     })?;
+    std::thread::sleep(Duration::from_millis(300));
+    let agent_rss_fresh = agent.rss_kib()?;
     let echo_relay = procs::relay(&ready.http_addr, &agent_id, &echo)?;
     let sink_relay = procs::relay(&ready.http_addr, &agent_id, &sink)?;
     let drain_relay = procs::relay(&ready.http_addr, &agent_id, &drain)?;
@@ -158,8 +160,8 @@ pub fn run(quick: bool) -> Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     let agent_rss = agent.rss_kib()?;
     r.row(
-        "agent idle RSS (KiB)",
-        format!("{agent_rss}"),
+        "agent idle RSS (KiB): connected / after this whole run",
+        format!("{agent_rss_fresh} / {agent_rss}"),
         "-".into(),
         "-".into(),
         "≤ 3072 KiB",
