@@ -183,7 +183,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                         .stats
                         .bytes_out
                         .fetch_add(n as u64, Ordering::Relaxed);
-                    let _ = self.write_buf.split_to(n);
+                    // `advance` keeps the buffer unshared, so once drained its whole
+                    // capacity is reused instead of reallocated.
+                    bytes::Buf::advance(&mut self.write_buf, n);
                 }
             }
         }
