@@ -64,6 +64,9 @@ pub struct MuxConfig {
 /// fields.
 pub const MAX_CHUNK: usize = crate::codec::DEFAULT_MAX_FRAME_LEN - 64;
 
+/// Largest per-stream window a peer may grant (16 MiB, as in the hello).
+pub const MAX_WINDOW: u32 = 16 * 1024 * 1024;
+
 /// Most frames the peer may make us queue as answers (heartbeat replies, close
 /// acknowledgements, refusals) while it does not read what we send. Beyond that the
 /// peer is flooding us (the HTTP/2 "ping flood" pattern) and the connection fails.
@@ -196,6 +199,9 @@ struct Stream {
     closing: bool,
     /// Bytes we may still accept into the send queue.
     send_credit: u64,
+    /// The window the peer granted for this stream: credit never exceeds it for an
+    /// honest peer, so more is a violation (and would let us queue without bound).
+    send_window: u64,
     send_queue: VecDeque<Bytes>,
     send_queued: usize,
     fin_requested: bool,
@@ -219,6 +225,7 @@ impl Stream {
             awaiting_our_answer: false,
             closing: false,
             send_credit: send_credit.into(),
+            send_window: send_credit.into(),
             send_queue: VecDeque::new(),
             send_queued: 0,
             fin_requested: false,
@@ -457,6 +464,11 @@ impl Mux {
         } else {
             open.initial_window
         };
+        if window > MAX_WINDOW {
+            return Err(format!(
+                "open for stream {id} grants a window of {window} bytes (at most {MAX_WINDOW})"
+            ));
+        }
         if self.streams.len() >= self.cfg.max_streams {
             return self.push_answer(Frame {
                 kind: Some(frame::Kind::Refuse(pb::StreamRefuse {
@@ -485,8 +497,15 @@ impl Mux {
         if !s.pending_accept {
             return Err(format!("accept for stream {id} that is not opening"));
         }
+        if acc.initial_window > MAX_WINDOW {
+            return Err(format!(
+                "accept for stream {id} grants a window of {} bytes (at most {MAX_WINDOW})",
+                acc.initial_window
+            ));
+        }
         s.pending_accept = false;
         s.send_credit = acc.initial_window.into();
+        s.send_window = acc.initial_window.into();
         if s.send_credit > 0 {
             s.write_blocked = false;
         }
@@ -569,9 +588,12 @@ impl Mux {
             return Ok(());
         };
         s.send_credit = s.send_credit.saturating_add(w.increment.into());
-        // A credit larger than 4 GiB is nonsense and would let us queue without bound.
-        if s.send_credit > u64::from(u32::MAX) {
-            return Err(format!("stream {id} window grew beyond 4 GiB"));
+        // Credit beyond the granted window would let us queue without bound.
+        if s.send_credit > s.send_window {
+            return Err(format!(
+                "stream {id} credit grew to {} bytes, beyond its window of {}",
+                s.send_credit, s.send_window
+            ));
         }
         if s.write_blocked && s.send_credit > 0 && !s.detached {
             s.write_blocked = false;

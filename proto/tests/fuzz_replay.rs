@@ -132,7 +132,7 @@ fn mux_corpus() {
         ("data_after_fin", "after fin"),
         ("data_after_peer_close", "closed stream 2"),
         ("data_exceeding_window", "exceeded its window"),
-        ("window_overflow", "beyond 4 GiB"),
+        ("window_overflow", "beyond its window"),
         ("accept_unknown", "unknown stream 5"),
         ("accept_twice", "not opening"),
         ("refuse_peer_stream", "not opening"),

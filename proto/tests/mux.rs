@@ -619,7 +619,7 @@ fn hello_after_handshake() {
 }
 
 #[test]
-fn window_overflow_beyond_4_gib() {
+fn window_update_beyond_the_granted_window() {
     let (m, now) = agent_with_stream();
     let w = |inc| {
         frame(Kind::Window(pb::WindowUpdate {
@@ -627,8 +627,32 @@ fn window_overflow_beyond_4_gib() {
             increment: inc,
         }))
     };
-    // Stream 1's credit starts at the peer's initial window (64 KiB).
-    assert_protocol_error(m, now, vec![w(u32::MAX - 65536), w(1)], "beyond 4 GiB");
+    // Stream 1's credit starts at the peer's initial window (64 KiB), all of it
+    // unused: an honest peer cannot grant more.
+    assert_protocol_error(m, now, vec![w(1)], "beyond its window of 65536");
+    let (m, now) = agent_with_stream();
+    assert_protocol_error(m, now, vec![w(u32::MAX)], "beyond its window");
+}
+
+#[test]
+fn accept_or_open_with_an_oversized_window() {
+    let now = Instant::now();
+    let mut gw = Mux::new(cfg(Role::Gateway), now);
+    let id = gw.open(StreamKind::Tcp, "x:1").unwrap();
+    let accept = frame(Kind::Accept(pb::StreamAccept {
+        stream_id: id,
+        initial_window: outband_proto::mux::MAX_WINDOW + 1,
+    }));
+    assert_protocol_error(gw, now, vec![accept], "at most");
+
+    let (m, now) = agent_with_stream();
+    let open = frame(Kind::Open(pb::StreamOpen {
+        stream_id: 3,
+        kind: StreamKind::Tcp as i32,
+        target: "x:1".into(),
+        initial_window: u32::MAX,
+    }));
+    assert_protocol_error(m, now, vec![open], "at most");
 }
 
 #[test]
