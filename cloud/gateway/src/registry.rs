@@ -12,6 +12,11 @@ use serde::Serialize;
 
 use crate::metrics::{Gauges, Metrics};
 
+/// Most endpoints kept from one agent's inventory report.
+pub const MAX_INVENTORY_ENDPOINTS: usize = 1024;
+/// Longest endpoint URL kept from an inventory report.
+pub const MAX_ENDPOINT_URL: usize = 512;
+
 /// How long [`Registry::open_stream`] waits for the agent's answer.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -182,7 +187,10 @@ impl Registry {
     }
 
     /// Stores an inventory report from connection `conn_id` of the agent.
-    pub fn set_inventory(&self, agent_id: &str, conn_id: u64, report: InventoryReport) {
+    pub fn set_inventory(&self, agent_id: &str, conn_id: u64, mut report: InventoryReport) {
+        // Bounded: what an agent reports is hostile input that the API serves back.
+        report.endpoints.retain(|e| e.url.len() <= MAX_ENDPOINT_URL);
+        report.endpoints.truncate(MAX_INVENTORY_ENDPOINTS);
         if let Some(e) = self
             .lock()
             .get_mut(agent_id)

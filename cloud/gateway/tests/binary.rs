@@ -94,7 +94,7 @@ fn binary_serves_writes_ready_file_and_keeps_its_ca() {
     let mut tcp = std::net::TcpStream::connect(http).unwrap();
     std::io::Write::write_all(
         &mut tcp,
-        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
     )
     .unwrap();
     let mut resp = String::new();

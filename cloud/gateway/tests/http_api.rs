@@ -129,3 +129,25 @@ async fn operator_page_is_html_that_uses_the_api() {
     let html = std::str::from_utf8(&body).unwrap();
     assert!(html.contains("/api/v1/agents") && html.contains("/api/v1/relays"));
 }
+
+#[tokio::test]
+async fn requests_for_a_foreign_host_are_refused() {
+    // DNS rebinding: a page whose name now resolves to 127.0.0.1 still says its name.
+    let (s, v) = call(
+        Request::get("/api/v1/agents")
+            .header("host", "attacker.example:8080")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(v["error"]["code"], "bad_host");
+    let (s, _) = call(
+        Request::get("/api/v1/agents")
+            .header("host", "127.0.0.1:8080")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+}

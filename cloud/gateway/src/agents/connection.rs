@@ -79,6 +79,7 @@ pub async fn run(
 /// (agents may not open streams to the gateway in protocol v1); requests get an
 /// error reply.
 async fn handle_incoming(tunnel: Tunnel, agent_id: String, conn_id: u64, registry: Arc<Registry>) {
+    let mut refused_streams = 0u64;
     while let Some(inc) = tunnel.accept().await {
         match inc {
             Incoming::Inventory(report) => {
@@ -86,11 +87,17 @@ async fn handle_incoming(tunnel: Tunnel, agent_id: String, conn_id: u64, registr
                 registry.set_inventory(&agent_id, conn_id, report);
             }
             Incoming::Stream(pending) => {
-                tracing::warn!(
-                    agent_id = %agent_id,
-                    target = ?pending.target(),
-                    "agent tried to open a stream; refused"
-                );
+                // Logged once per connection (and the target cut short): an agent
+                // must not be able to flood the gateway's logs.
+                refused_streams += 1;
+                if refused_streams == 1 {
+                    let target: String = pending.target().chars().take(64).collect();
+                    tracing::warn!(
+                        agent_id = %agent_id,
+                        target = ?target,
+                        "agent tried to open a stream; refused (further attempts on this connection are not logged)"
+                    );
+                }
                 pending.refuse(
                     RefuseCode::Forbidden,
                     "agents may not open streams to the gateway",

@@ -36,6 +36,15 @@ impl ApiError {
         }
     }
 
+    /// 429 `too_many_relays`, 421 `misdirected` and other specific refusals.
+    pub fn refused(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
     /// 500 `internal`.
     pub fn internal(message: impl Into<String>) -> Self {
         Self {

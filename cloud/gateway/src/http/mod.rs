@@ -31,6 +31,8 @@ use crate::relay::{RelayInfo, Relays};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
+/// Most relays open at once (each holds a listening socket).
+pub const MAX_RELAYS: usize = 256;
 /// Longest relay target accepted.
 pub const MAX_TARGET_LEN: usize = 1024;
 
@@ -56,8 +58,50 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/relays", get(list_relays).post(create_relay))
         .route("/api/v1/relays/{id}", delete(delete_relay))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
+        .layer(axum::middleware::from_fn(loopback_host_only))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// Refuses requests whose `Host` is not a loopback name. The API has no
+/// authentication yet and listens on loopback; without this check a web page could
+/// rebind its own DNS name to 127.0.0.1 and drive the API from the operator's browser
+/// (DNS rebinding).
+async fn loopback_host_only(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    // A browser always sends Host; a request without one is not a rebinding attack.
+    let Some(host) = req.headers().get(header::HOST) else {
+        return next.run(req).await;
+    };
+    let host = host.to_str().unwrap_or("");
+    if is_loopback_host(host) {
+        next.run(req).await
+    } else {
+        ApiError::refused(
+            StatusCode::MISDIRECTED_REQUEST,
+            "bad_host",
+            format!("Host {host:?} is not a loopback name; use localhost or 127.0.0.1"),
+        )
+        .into_response()
+    }
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((inside, _)) => inside,
+            None => return false,
+        }
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The operator page: agents and relays, refreshed from the JSON API.
@@ -138,6 +182,13 @@ async fn create_relay(
     if s.registry.get(&req.agent_id).is_none() {
         return Err(agent_not_found(&req.agent_id));
     }
+    if s.relays.len() >= MAX_RELAYS {
+        return Err(ApiError::refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_relays",
+            format!("at most {MAX_RELAYS} relays may be open; delete one first"),
+        ));
+    }
     let info = s
         .relays
         .create(&req.agent_id, &req.target)
@@ -160,5 +211,37 @@ async fn delete_relay(
             "relay_not_found",
             format!("no relay {relay_id}"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn loopback_hosts() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "127.1.2.3:1",
+            "[::1]",
+            "[::1]:8080",
+        ] {
+            assert!(is_loopback_host(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "evil.example:8080",
+            "10.0.0.1:8080",
+            "[::2]:80",
+            "[::1",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+        ] {
+            assert!(!is_loopback_host(bad), "{bad}");
+        }
     }
 }
