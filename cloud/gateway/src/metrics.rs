@@ -24,10 +24,13 @@ pub enum HandshakeResult {
     VersionMismatch,
     /// TLS plus hello did not finish in time.
     Timeout,
+    /// Closed before the handshake: too many pending from that address, or the
+    /// backlog is full.
+    Overloaded,
 }
 
 impl HandshakeResult {
-    const ALL: [HandshakeResult; 7] = [
+    const ALL: [HandshakeResult; 8] = [
         Self::Ok,
         Self::NoClientCert,
         Self::BadCert,
@@ -35,6 +38,7 @@ impl HandshakeResult {
         Self::BadHello,
         Self::VersionMismatch,
         Self::Timeout,
+        Self::Overloaded,
     ];
 
     /// Label value for metrics.
@@ -47,6 +51,7 @@ impl HandshakeResult {
             Self::BadHello => "bad_hello",
             Self::VersionMismatch => "version_mismatch",
             Self::Timeout => "timeout",
+            Self::Overloaded => "overloaded",
         }
     }
 }

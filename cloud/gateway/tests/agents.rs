@@ -382,3 +382,52 @@ async fn read_go_away(raw: &mut tokio_rustls::client::TlsStream<TcpStream>) -> S
         other => panic!("expected GoAway, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn one_address_cannot_hold_every_handshake_slot() {
+    use outband_gateway::agents::MAX_PENDING_PER_IP;
+    let timeout = Duration::from_secs(5);
+    let gw = TestGateway::start(|c| c.handshake_timeout = timeout).await;
+    let mut stalled = Vec::new();
+    for _ in 0..MAX_PENDING_PER_IP {
+        stalled.push(TcpStream::connect(gw.agent_addr).await.unwrap());
+    }
+    // One more from the same address is closed at once, long before the timeout.
+    let started = Instant::now();
+    let mut extra = TcpStream::connect(gw.agent_addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(3), extra.read(&mut buf))
+        .await
+        .expect("the connection over the per-address limit was not closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() < timeout);
+    gw.logs
+        .wait_for(&[
+            "agent connection rejected",
+            "too many handshakes in progress",
+        ])
+        .await;
+    assert_eq!(
+        gw.metric("outband_gateway_handshakes_total{result=\"overloaded\"}")
+            .await,
+        1
+    );
+    // Their places come back: once the stalls are gone an agent gets in (the
+    // gateway needs a moment to see the stalled connections close).
+    drop(stalled);
+    let id = AgentIdentity::generate();
+    let mut last = String::new();
+    for _ in 0..50 {
+        match connect_agent(&gw, &id).await {
+            Ok(agent) => {
+                assert_eq!(agent.ack.agent_id, id.agent_id);
+                gw.stop().await;
+                return;
+            }
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("agent could not connect after the stalls closed: {last}");
+}

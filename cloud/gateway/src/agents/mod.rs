@@ -9,9 +9,10 @@ pub mod connection;
 pub mod handshake;
 pub mod verifier;
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -48,10 +49,46 @@ pub struct AgentSettings {
     pub window: u32,
 }
 
+/// Most connections from one address that may be in their handshake (waiting for a
+/// slot or in TLS and hello) at once: one address cannot take every slot.
+pub const MAX_PENDING_PER_IP: usize = 32;
+/// Most connections waiting for or in a handshake, as a multiple of the slots: beyond
+/// that new connections are closed at once instead of each holding a task and a file
+/// descriptor until the timeout.
+pub const PENDING_PER_SLOT: usize = 4;
+
+/// Connections accepted but not yet through their handshake, per source address.
+#[derive(Debug, Default)]
+struct Pending {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Holds one pending-handshake place; gives it back on drop.
+struct PendingGuard {
+    pending: Arc<Mutex<Pending>>,
+    ip: IpAddr,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.total -= 1;
+        if let Some(n) = p.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                p.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Everything the agent listener needs.
 pub struct AgentServer {
     acceptor: TlsAcceptor,
     handshakes: Arc<Semaphore>,
+    max_pending: usize,
+    pending: Arc<Mutex<Pending>>,
     settings: AgentSettings,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -88,6 +125,8 @@ impl AgentServer {
         Arc::new(Self {
             acceptor: TlsAcceptor::from(Arc::new(tls)),
             handshakes: Arc::new(Semaphore::new(max_handshakes)),
+            max_pending: max_handshakes.saturating_mul(PENDING_PER_SLOT),
+            pending: Arc::default(),
             settings,
             registry,
             metrics,
@@ -111,10 +150,20 @@ impl AgentServer {
                     }
                 },
             };
+            let guard = match self.admit(peer.ip()) {
+                Ok(g) => g,
+                Err(reason) => {
+                    // Closed at once: a flood from one address (or a flood beyond
+                    // the backlog) must not hold tasks, descriptors or every slot.
+                    self.metrics.handshake(HandshakeResult::Overloaded);
+                    tracing::warn!(peer = %peer, reason = ?reason, "agent connection rejected");
+                    continue;
+                }
+            };
             let _ = tcp.set_nodelay(true);
             outband_tunnel::tune_tunnel_socket(socket2::SockRef::from(&tcp));
             let this = self.clone();
-            tasks.spawn(async move { this.handle(tcp, peer).await });
+            tasks.spawn(async move { this.handle(tcp, peer, guard).await });
         }
         drop(listener);
         tasks.close();
@@ -127,7 +176,35 @@ impl AgentServer {
         }
     }
 
-    async fn handle(self: Arc<Self>, tcp: tokio::net::TcpStream, peer: SocketAddr) {
+    /// Takes a pending-handshake place for a connection from `ip`, or says why not.
+    fn admit(&self, ip: IpAddr) -> Result<PendingGuard, String> {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.total >= self.max_pending {
+            return Err(format!(
+                "handshake backlog full ({} connections waiting or in handshake)",
+                p.total
+            ));
+        }
+        let n = p.per_ip.entry(ip).or_default();
+        if *n >= MAX_PENDING_PER_IP {
+            return Err(format!(
+                "too many handshakes in progress from {ip} (at most {MAX_PENDING_PER_IP})"
+            ));
+        }
+        *n += 1;
+        p.total += 1;
+        Ok(PendingGuard {
+            pending: self.pending.clone(),
+            ip,
+        })
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        pending: PendingGuard,
+    ) {
         let attempt =
             async {
                 // Waiting for a slot counts against the deadline, so a flood of stalled
@@ -138,8 +215,9 @@ impl AgentServer {
                     })?;
                 handshake::accept(&self.acceptor, tcp, peer, &self.settings).await
             };
-        let established = match tokio::time::timeout(self.settings.handshake_timeout, attempt).await
-        {
+        let outcome = tokio::time::timeout(self.settings.handshake_timeout, attempt).await;
+        drop(pending);
+        let established = match outcome {
             Err(_) => {
                 self.metrics.handshake(HandshakeResult::Timeout);
                 tracing::warn!(
