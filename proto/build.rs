@@ -6,7 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={schema}");
     let fds = protox::compile([schema], ["schema"])?;
     let mut config = prost_build::Config::new();
-    // Payload bytes are `Bytes`, so a decoded data frame shares the read buffer.
+    // Payload bytes are `Bytes`, cheap to split into chunks and hand between tasks.
+    // (The decoder copies payloads out of its read buffer on purpose: see codec.rs.)
     config.bytes(["."]);
     config.compile_fds(fds)?;
     Ok(())
