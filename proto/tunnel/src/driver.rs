@@ -43,6 +43,8 @@ pub struct Driver<IO> {
     /// Set once the connection failed; the driver flushes and closes the transport.
     closing: Option<(ConnError, Instant)>,
     finished: bool,
+    /// Since when the transport has refused every byte we had to write.
+    write_stalled_since: Option<Instant>,
 }
 
 impl<IO> std::fmt::Debug for Driver<IO> {
@@ -70,6 +72,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             max_frame,
             closing: None,
             finished: false,
+            write_stalled_since: None,
         }
     }
 
@@ -175,10 +178,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                 break;
             }
             match Pin::new(&mut self.io).poll_write(cx, &self.write_buf)? {
-                Poll::Pending => return Ok(progress),
+                Poll::Pending => {
+                    if !progress && self.write_stalled_since.is_none() {
+                        self.write_stalled_since = Some(Instant::now());
+                    }
+                    return Ok(progress);
+                }
                 Poll::Ready(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(n) => {
                     progress = true;
+                    self.write_stalled_since = None;
                     self.shared
                         .stats
                         .bytes_out
@@ -257,6 +266,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
                     // A timer tick (heartbeat interval): free buffers that sit empty,
                     // so idle connections hold none while busy ones keep reusing theirs.
                     this.decoder.shrink_if_empty();
+                    // A peer that keeps sending (so it never looks silent) but reads
+                    // nothing would hold this connection and its streams forever.
+                    let cfg = st.mux.config();
+                    let limit = cfg.heartbeat_interval * cfg.dead_after_intervals;
+                    if let Some(since) = this.write_stalled_since
+                        && now.saturating_duration_since(since) >= limit
+                    {
+                        let err = st.mux.fail_transport(format!(
+                            "peer has read nothing for {:?} (write stalled)",
+                            now.saturating_duration_since(since)
+                        ));
+                        drop(st);
+                        this.start_closing(err, now);
+                        continue;
+                    }
                     if this.write_buf.is_empty() && this.write_buf.capacity() > 0 {
                         this.write_buf = BytesMut::new();
                     }

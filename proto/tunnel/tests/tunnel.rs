@@ -482,3 +482,63 @@ fn dropping_the_driver_ends_the_connection() {
         assert!(matches!(s.ag_driver.await, ConnError::Transport(_)));
     });
 }
+
+#[test]
+fn a_peer_that_sends_but_never_reads_is_dropped() {
+    run(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (ours, theirs) = future::zip(TcpStream::connect(addr), listener.accept()).await;
+        let ours = ours.expect("connect");
+        let (mut theirs, _) = theirs.expect("accept");
+        // Small buffers, so what we write backs up quickly.
+        let _ = socket2::SockRef::from(&theirs).set_recv_buffer_size(4096);
+        let _ = socket2::SockRef::from(&ours).set_send_buffer_size(4096);
+        let (tunnel, driver) = Tunnel::new(
+            ours,
+            Mux::new(config(Role::Gateway), Instant::now()),
+            SmolTimer,
+        );
+        let driver = smol::spawn(driver);
+        // The hostile peer looks alive (it sends a heartbeat every 50 ms) but never
+        // reads a byte.
+        let _peer = smol::spawn(async move {
+            for seq in 0.. {
+                let hb = pb::Frame {
+                    kind: Some(pb::frame::Kind::Heartbeat(pb::Heartbeat {
+                        seq,
+                        reply: false,
+                    })),
+                };
+                if outband_tunnel::write_frame(&mut theirs, &hb, 1024)
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                smol::Timer::after(Duration::from_millis(50)).await;
+            }
+        });
+        // Give the driver something to write: opens with large targets.
+        let target = "x".repeat(100_000);
+        for _ in 0..40 {
+            let (t, target) = (tunnel.clone(), target.clone());
+            smol::spawn(async move {
+                let _ = t.open(StreamKind::Tcp, &target).await;
+            })
+            .detach();
+        }
+        let start = Instant::now();
+        let err = driver.await;
+        assert!(
+            matches!(&err, ConnError::Transport(m) if m.contains("read nothing")),
+            "{err:?}"
+        );
+        // Three 200 ms intervals after the stall began, give or take a tick.
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+    });
+}
