@@ -197,6 +197,10 @@ struct Stream {
     awaiting_our_answer: bool,
     /// We sent Close and wait for the peer's Close to forget the id.
     closing: bool,
+    /// First heartbeat tick that saw the stream closing; a peer that has not
+    /// acknowledged the close a few intervals later never will, and the id is dropped
+    /// so it does not hold a stream slot forever.
+    closing_since: Option<Instant>,
     /// Bytes we may still accept into the send queue.
     send_credit: u64,
     /// The window the peer granted for this stream: credit never exceeds it for an
@@ -224,6 +228,7 @@ impl Stream {
             pending_accept: false,
             awaiting_our_answer: false,
             closing: false,
+            closing_since: None,
             send_credit: send_credit.into(),
             send_window: send_credit.into(),
             send_queue: VecDeque::new(),
@@ -948,8 +953,29 @@ impl Mux {
                 })),
             });
             self.next_heartbeat = now + self.cfg.heartbeat_interval;
+            self.expire_unacknowledged_closes(now);
         }
         Ok(())
+    }
+
+    /// Forgets streams whose close the peer has not acknowledged within the dead-peer
+    /// interval (while the peer was otherwise alive).
+    fn expire_unacknowledged_closes(&mut self, now: Instant) {
+        let limit = self.cfg.heartbeat_interval * self.cfg.dead_after_intervals;
+        let mut expired = Vec::new();
+        for (id, s) in &mut self.streams {
+            if !s.closing {
+                continue;
+            }
+            match s.closing_since {
+                None => s.closing_since = Some(now),
+                Some(t) if now.saturating_duration_since(t) >= limit => expired.push(*id),
+                Some(_) => {}
+            }
+        }
+        for id in expired {
+            self.remove_stream(id);
+        }
     }
 }
 

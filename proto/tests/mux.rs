@@ -779,3 +779,41 @@ fn open_and_request_floods_without_reading_fail_the_connection() {
     }
     assert!(matches!(failed, Some(ConnError::Protocol(r)) if r.contains("floods")));
 }
+
+#[test]
+fn a_close_the_peer_never_acknowledges_is_forgotten() {
+    let (mut m, mut now) = agent_with_stream();
+    m.close(1, CloseCode::Normal, "done");
+    assert_eq!(
+        m.stream_count(),
+        1,
+        "the id is kept until the peer acknowledges"
+    );
+    let interval = Duration::from_secs(5);
+    let heartbeat = || {
+        frame(Kind::Heartbeat(pb::Heartbeat {
+            seq: 1,
+            reply: true,
+        }))
+    };
+    // The peer stays alive (heartbeats arrive) but never answers the close.
+    for _ in 0..6 {
+        now += interval;
+        m.handle_frame(heartbeat(), now).unwrap();
+        m.handle_timeout(now).unwrap();
+    }
+    assert_eq!(
+        m.stream_count(),
+        0,
+        "an unacknowledged close holds its slot forever"
+    );
+    // Late frames for the forgotten id: control frames are ignored as for any used id.
+    m.handle_frame(
+        frame(Kind::Window(pb::WindowUpdate {
+            stream_id: 1,
+            increment: 10,
+        })),
+        now,
+    )
+    .unwrap();
+}
