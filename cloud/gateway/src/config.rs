@@ -234,6 +234,13 @@ impl Config {
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !self.http_listen.ip().is_loopback() {
+            return bad(format!(
+                "http_listen {} is not a loopback address: the operator API has no \
+                 authentication yet, so it may only listen on 127.0.0.1 or [::1]",
+                self.http_listen
+            ));
+        }
         let hb = self.heartbeat_interval.as_millis();
         if !(50..=600_000).contains(&hb) {
             return bad(format!("heartbeat_interval_ms {hb} outside 50..=600000"));
@@ -278,5 +285,14 @@ mod tests {
         assert!(err.to_string().contains("window 10"), "{err}");
         let file: FileConfig = toml::from_str("tls_cert = \"/x.pem\"").unwrap();
         assert!(Config::merge(Cli::default(), file).is_err());
+    }
+
+    #[test]
+    fn the_unauthenticated_api_stays_on_loopback() {
+        let cli = Cli::parse_from(["outband-gateway", "--http-listen", "0.0.0.0:8080"]);
+        let err = Config::merge(cli, FileConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("not a loopback address"), "{err}");
+        let cli = Cli::parse_from(["outband-gateway", "--http-listen", "[::1]:0"]);
+        assert!(Config::merge(cli, FileConfig::default()).is_ok());
     }
 }
