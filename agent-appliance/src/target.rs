@@ -147,7 +147,15 @@ fn normalize_host(host: &str) -> Result<String, TargetError> {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
-    if valid {
+    // A name that is not a strict IP literal but looks numeric ("010.0.0.5",
+    // "10.0.5", "0x0a000005") would be read by the system resolver in the old BSD way
+    // (octal, short forms, hex) and reach a different address than it appears to.
+    let last = host.rsplit('.').next().unwrap_or(host);
+    let numeric = last.bytes().all(|b| b.is_ascii_digit())
+        || last.len() > 2
+            && last[..2].eq_ignore_ascii_case("0x")
+            && last[2..].bytes().all(|b| b.is_ascii_hexdigit());
+    if valid && !numeric {
         Ok(host.to_ascii_lowercase())
     } else {
         Err(TargetError::Host(host.to_owned()))
@@ -200,6 +208,25 @@ mod tests {
         assert_eq!(t("[0:0::1]:22").host, "::1");
         assert_eq!(t("vnc://[fe80::1]").key(), "[fe80::1]:5900");
         assert_eq!(t(" host:1 ").key(), "host:1");
+    }
+
+    #[test]
+    fn rejects_names_the_resolver_would_read_as_numbers() {
+        for s in [
+            "010.0.0.5:5900",
+            "10.0.5:5900",
+            "0x0a000005:5900",
+            "127.1:22",
+            "bmc.0X1F:1",
+        ] {
+            assert!(
+                matches!(Target::parse(s), Err(TargetError::Host(_))),
+                "{s} must be refused"
+            );
+        }
+        assert_eq!(t("bmc-5:623").key(), "bmc-5:623");
+        assert_eq!(t("rack1.dc2.example:443").key(), "rack1.dc2.example:443");
+        assert_eq!(t("0xcafe.example:1").key(), "0xcafe.example:1");
     }
 
     #[test]
