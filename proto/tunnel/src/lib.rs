@@ -201,7 +201,16 @@ impl State {
                     }
                 }
                 Event::Inventory(inv) => {
-                    self.push_incoming(Incoming::Inventory(inv));
+                    // Only the latest report matters: a newer one replaces one still
+                    // queued, so reports (up to a frame each) cannot pile up.
+                    let queued = self
+                        .incoming
+                        .iter_mut()
+                        .find(|i| matches!(i, Incoming::Inventory(_)));
+                    match queued {
+                        Some(slot) => *slot = Incoming::Inventory(inv),
+                        None => self.push_incoming(Incoming::Inventory(inv)),
+                    }
                 }
             }
         }

@@ -312,6 +312,48 @@ fn inventory_reaches_the_peer() {
 }
 
 #[test]
+fn only_the_latest_queued_inventory_is_kept() {
+    run(async {
+        let s = setup().await;
+        let report = |n: usize| pb::InventoryReport {
+            endpoints: vec![pb::Endpoint {
+                url: format!("vnc://10.0.0.{n}:5900"),
+                reachable: false,
+            }],
+        };
+        for n in 1..=50 {
+            s.ag.send_inventory(report(n));
+        }
+        // A request sent after the reports proves they have all arrived.
+        let gw = s.gw.clone();
+        let answer = async move {
+            let mut inventories = Vec::new();
+            while let Some(inc) = gw.accept().await {
+                match inc {
+                    Incoming::Inventory(r) => inventories.push(r),
+                    Incoming::Request(r) => {
+                        gw.reply(
+                            r.request_id,
+                            pb::reply::Body::AgentInfo(pb::AgentInfoReply::default()),
+                        );
+                        return inventories;
+                    }
+                    Incoming::Stream(_) => panic!("unexpected stream"),
+                }
+            }
+            inventories
+        };
+        // Let all reports queue up before the gateway's application reads any.
+        smol::Timer::after(Duration::from_millis(200)).await;
+        let request =
+            s.ag.request(pb::request::Body::AgentInfo(pb::AgentInfoRequest {}));
+        let (inventories, reply) = future::zip(answer, request).await;
+        reply.expect("reply");
+        assert_eq!(inventories, vec![report(50)], "stale reports were queued");
+    });
+}
+
+#[test]
 fn a_slow_reader_does_not_stop_another_stream() {
     run(async {
         let s = setup().await;
