@@ -16,21 +16,51 @@ use outband_e2e::{Agent, AgentOptions, Gateway, GatewayOptions, QemuVnc, TestCon
 const T: Duration = Duration::from_secs(15);
 const VNCDO: &str = "/opt/outband-venv/bin/vncdo";
 
-/// Our RFB client sees the same server through the relay as directly: version,
-/// security types, ServerInit, and a full raw framebuffer.
-#[test]
-fn rfb_session_through_relay_matches_direct() {
-    TestContext::run("rfb_relay", |ctx| {
+/// QEMU playing the BMC, a gateway, and an agent allowed to reach QEMU's VNC port,
+/// connected.
+struct VncStack {
+    qemu: QemuVnc,
+    gw: Gateway,
+    agent: Agent,
+    agent_id: String,
+    /// QEMU's VNC endpoint, `vnc://127.0.0.1:PORT`.
+    vnc: String,
+}
+
+impl VncStack {
+    fn start(ctx: &TestContext) -> anyhow::Result<Self> {
         let qemu = QemuVnc::start(ctx)?;
         let gw = Gateway::start(ctx, GatewayOptions::default())?;
-        qemu.wait_settled(T)?;
         let vnc = format!("vnc://{}", qemu.addr());
         let opts = AgentOptions {
             allow: vec![vnc.clone()],
             ..Default::default()
         };
-        let _agent = Agent::start(ctx, "agent", gw.agent_addr(), gw.ca_file(), &opts)?;
+        let agent = Agent::start(ctx, "agent", gw.agent_addr(), gw.ca_file(), &opts)?;
         let agent_id = gw.wait_first_agent(T)?;
+        Ok(Self {
+            qemu,
+            gw,
+            agent,
+            agent_id,
+            vnc,
+        })
+    }
+}
+
+/// Our RFB client sees the same server through the relay as directly: version,
+/// security types, ServerInit, and a full raw framebuffer.
+#[test]
+fn rfb_session_through_relay_matches_direct() {
+    TestContext::run("rfb_relay", |ctx| {
+        let VncStack {
+            qemu,
+            gw,
+            agent: _agent,
+            agent_id,
+            vnc,
+        } = VncStack::start(ctx)?;
+        qemu.wait_settled(T)?;
         let relay = gw.create_relay(&agent_id, &vnc)?;
 
         let mut direct = RfbClient::connect(qemu.addr(), T).context("direct RFB")?;
@@ -120,16 +150,14 @@ fn rfb_session_through_relay_matches_direct() {
 #[test]
 fn vncdotool_capture_through_relay_matches_direct() {
     TestContext::run("vncdo_relay", |ctx| {
-        let qemu = QemuVnc::start(ctx)?;
-        let gw = Gateway::start(ctx, GatewayOptions::default())?;
+        let VncStack {
+            qemu,
+            gw,
+            agent: _agent,
+            agent_id,
+            vnc,
+        } = VncStack::start(ctx)?;
         qemu.wait_settled(T)?;
-        let vnc = format!("vnc://{}", qemu.addr());
-        let opts = AgentOptions {
-            allow: vec![vnc.clone()],
-            ..Default::default()
-        };
-        let _agent = Agent::start(ctx, "agent", gw.agent_addr(), gw.ca_file(), &opts)?;
-        let agent_id = gw.wait_first_agent(T)?;
         let relay = gw.create_relay(&agent_id, &vnc)?;
 
         let mut last = None;
@@ -174,15 +202,13 @@ fn vncdotool_capture_through_relay_matches_direct() {
 #[test]
 fn relay_to_target_off_the_allow_list_is_refused() {
     TestContext::run("relay_forbidden", |ctx| {
-        let qemu = QemuVnc::start(ctx)?;
-        let gw = Gateway::start(ctx, GatewayOptions::default())?;
-        let vnc = format!("vnc://{}", qemu.addr());
-        let opts = AgentOptions {
-            allow: vec![vnc.clone()],
-            ..Default::default()
-        };
-        let _agent = Agent::start(ctx, "agent", gw.agent_addr(), gw.ca_file(), &opts)?;
-        let agent_id = gw.wait_first_agent(T)?;
+        let VncStack {
+            qemu: _qemu,
+            gw,
+            agent: _agent,
+            agent_id,
+            vnc,
+        } = VncStack::start(ctx)?;
 
         // A live listener that is not on the allow-list: it must never be dialled.
         let forbidden = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
