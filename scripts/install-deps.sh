@@ -43,14 +43,15 @@ done
 command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 
 VENV=${OUTBAND_VENV:-/opt/outband-venv}
-if [ ! -x "$VENV/bin/vncdo" ]; then
-  log "python: venv with vncdotool at $VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check vncdotool
-fi
-if [ ! -x "$VENV/bin/st" ]; then
-  log "python: schemathesis (manager API fuzzing) in $VENV"
+# Python test peers: vncdotool (independent VNC client), schemathesis (API fuzzing),
+# sushy-tools (Redfish BMC emulator), pyghmi (second IPMI BMC), websockify (WebSocket
+# VNC/serial), websocket-client. The stamp holds the requirements file, so a change to it
+# reinstalls.
+REQ=scripts/requirements-test.txt
+if ! cmp -s "$REQ" "$VENV/.outband-requirements" 2>/dev/null; then
+  log "python: test peers from $REQ into $VENV"
   [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check schemathesis
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
+  cp "$REQ" "$VENV/.outband-requirements"
 fi
 log "done"

@@ -1,0 +1,1 @@
+//! BMC consoles (VNC, WebSocket serial). Work in progress.

@@ -1,0 +1,1 @@
+//! Redfish client. Work in progress.
