@@ -1,1 +1,9 @@
-//! IPMI 2.0 over LAN (RMCP+). Work in progress.
+//! IPMI 2.0 over LAN (RMCP+, "lanplus") for the outband agent, written natively.
+//!
+//! Layout:
+//! - [`asf`]: RMCP/ASF presence ping and pong (discovery of BMCs on a network).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod asf;
