@@ -7,3 +7,6 @@
 #![warn(missing_docs)]
 
 pub mod asf;
+pub mod crypto;
+pub mod message;
+pub mod packet;
