@@ -10,3 +10,4 @@ pub mod asf;
 pub mod crypto;
 pub mod message;
 pub mod packet;
+pub mod rakp;
