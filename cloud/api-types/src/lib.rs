@@ -15,5 +15,6 @@ pub mod auth;
 pub mod error;
 pub mod jwks;
 pub mod ops;
+pub mod tenants;
 
 pub use error::{ErrorBody, ErrorDetail};

@@ -14,6 +14,7 @@ use outband_api::{ErrorBody, ErrorDetail};
 use crate::keys::KeyError;
 use crate::password::PasswordError;
 use crate::store::StoreError;
+use crate::users::CreateUserError;
 
 /// Stable error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +37,10 @@ pub enum ErrorCode {
     WrongPassword,
     /// The account has a one-time password: change it first.
     PasswordChangeRequired,
-    /// No such route or object.
+    /// No such route or object (also: an object of another tenant).
     NotFound,
+    /// The object exists already (unique name or email).
+    Conflict,
     /// Route exists, method does not.
     MethodNotAllowed,
     /// Body over the limit.
@@ -62,6 +65,7 @@ impl ErrorCode {
             ErrorCode::WrongPassword => "wrong_password",
             ErrorCode::PasswordChangeRequired => "password_change_required",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Busy => "busy",
@@ -82,6 +86,7 @@ impl ErrorCode {
                 StatusCode::FORBIDDEN
             }
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -157,6 +162,19 @@ impl std::fmt::Display for ErrorChain<'_> {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         ApiError::internal(&e)
+    }
+}
+
+impl From<CreateUserError> for ApiError {
+    fn from(e: CreateUserError) -> Self {
+        match e {
+            CreateUserError::InvalidEmail | CreateUserError::WeakPassword => {
+                ApiError::new(ErrorCode::InvalidRequest, e.to_string())
+            }
+            CreateUserError::Exists => ApiError::new(ErrorCode::Conflict, e.to_string()),
+            CreateUserError::Hash(h) => h.into(),
+            CreateUserError::Store(s) => s.into(),
+        }
     }
 }
 

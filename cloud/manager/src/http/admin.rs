@@ -10,7 +10,7 @@ use outband_api::auth::RotateKeyResponse;
 
 use super::bearer::AuthUser;
 use super::extract::ApiQuery;
-use crate::authz::{Action, authorize};
+use crate::authz::{Action, On, authorize};
 use crate::error::ApiError;
 use crate::manager::Manager;
 use crate::store::audit::NewAudit;
@@ -34,7 +34,7 @@ pub async fn audit(
     user: AuthUser,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    authorize(&m, &user, Action::ReadAudit).await?;
+    authorize(&m, &user, Action::ReadAudit, On::Global).await?;
     let entries = m.store.audit_query(&q).await?;
     Ok(Json(AuditPage { entries }))
 }
@@ -56,7 +56,7 @@ pub async fn rotate_keys(
     State(m): State<Arc<Manager>>,
     user: AuthUser,
 ) -> Result<Json<RotateKeyResponse>, ApiError> {
-    authorize(&m, &user, Action::RotateKeys).await?;
+    authorize(&m, &user, Action::RotateKeys, On::Global).await?;
     let (kid, until) = m.keys.rotate(m.config.key_overlap.as_secs() as i64).await?;
     m.audit(NewAudit {
         action: "key_rotate",

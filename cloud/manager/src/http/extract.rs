@@ -58,6 +58,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// Longest id accepted in a path; longer ones are `not_found` without a lookup.
+pub const MAX_ID_LEN: usize = 64;
+
+/// One id from the path (`/{id}`), at most [`MAX_ID_LEN`] bytes, else `not_found`.
+#[derive(Debug)]
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(id)) if !id.is_empty() && id.len() <= MAX_ID_LEN => {
+                Ok(PathId(id))
+            }
+            _ => Err(ApiError::new(ErrorCode::NotFound, "no such object")),
+        }
+    }
+}
+
 /// The peer address of the TCP connection. (Behind a reverse proxy this is the proxy;
 /// trusted forwarding headers are not supported yet.)
 #[derive(Debug, Clone, Copy)]

@@ -11,6 +11,7 @@ pub mod bearer;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod tenants;
 
 use std::sync::Arc;
 
@@ -37,6 +38,16 @@ pub fn router(manager: Arc<Manager>) -> Router {
         .route(bearer::PASSWORD_PATH, post(auth::change_password))
         .route("/api/v1/audit", get(admin::audit))
         .route("/api/v1/admin/keys/rotate", post(admin::rotate_keys))
+        .route("/api/v1/me", get(tenants::me))
+        .route(
+            "/api/v1/tenants",
+            post(tenants::create_tenant).get(tenants::list_tenants),
+        )
+        .route("/api/v1/tenants/{tenant_id}", get(tenants::get_tenant))
+        .route(
+            "/api/v1/tenants/{tenant_id}/users",
+            post(tenants::create_user).get(tenants::list_users),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -6,7 +6,7 @@ use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "outband manager", description = "Users, login, tokens and audit."),
+    info(title = "outband manager", description = "Users, tenants, roles, login, tokens and audit."),
     paths(
         super::auth::login,
         super::auth::refresh,
@@ -18,11 +18,18 @@ use utoipa::{Modify, OpenApi};
         super::ops::metrics,
         super::ops::jwks,
         super::ops::openapi,
+        super::tenants::create_tenant,
+        super::tenants::list_tenants,
+        super::tenants::get_tenant,
+        super::tenants::create_user,
+        super::tenants::list_users,
+        super::tenants::me,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Login, refresh, logout, password"),
         (name = "admin", description = "Global administration"),
+        (name = "tenants", description = "Tenants (customers), their users and roles"),
         (name = "ops", description = "Health, metrics, keys, this document"),
     )
 )]

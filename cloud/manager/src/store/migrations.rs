@@ -25,6 +25,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0002_password_must_change.sql"),
         include_str!("../../migrations/postgres/0002_password_must_change.sql"),
     ),
+    (
+        3,
+        "tenants",
+        include_str!("../../migrations/sqlite/0003_tenants.sql"),
+        include_str!("../../migrations/postgres/0003_tenants.sql"),
+    ),
 ];
 
 /// The migrator for `backend`.

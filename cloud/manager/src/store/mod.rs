@@ -21,6 +21,7 @@ pub mod housekeeping;
 pub mod keys;
 pub mod migrations;
 pub mod sessions;
+pub mod tenants;
 pub mod throttle;
 pub mod users;
 

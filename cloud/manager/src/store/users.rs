@@ -1,5 +1,6 @@
 //! The `users` table.
 
+use outband_api::tenants::Role;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -22,6 +23,11 @@ pub struct UserRow {
     pub disabled_at: Option<i64>,
     /// The password is a one-time password: only changing it is allowed.
     pub password_must_change: bool,
+    /// The user's tenant (global admins may have none).
+    pub tenant_id: Option<String>,
+    /// Role in the tenant (set exactly when `tenant_id` is; an unknown stored value
+    /// reads as no role: no rights).
+    pub role: Option<Role>,
 }
 
 impl std::fmt::Debug for UserRow {
@@ -32,12 +38,14 @@ impl std::fmt::Debug for UserRow {
             .field("is_global_admin", &self.is_global_admin)
             .field("disabled_at", &self.disabled_at)
             .field("password_must_change", &self.password_must_change)
+            .field("tenant_id", &self.tenant_id)
+            .field("role", &self.role)
             .finish_non_exhaustive()
     }
 }
 
-const COLUMNS: &str =
-    "id, email, password_hash, is_global_admin, created_at, disabled_at, password_must_change";
+const COLUMNS: &str = "id, email, password_hash, is_global_admin, created_at, disabled_at, \
+     password_must_change, tenant_id, role";
 
 fn from_row(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
     Ok(UserRow {
@@ -48,6 +56,11 @@ fn from_row(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         disabled_at: row.try_get("disabled_at")?,
         password_must_change: row.try_get::<i64, _>("password_must_change")? != 0,
+        tenant_id: row.try_get("tenant_id")?,
+        role: row
+            .try_get::<Option<String>, _>("role")?
+            .as_deref()
+            .and_then(Role::parse),
     })
 }
 
@@ -76,7 +89,8 @@ impl Store {
     pub async fn insert_user(&self, user: &UserRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO users (id, email, password_hash, is_global_admin, created_at, \
-             disabled_at, password_must_change) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             disabled_at, password_must_change, tenant_id, role) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&user.id)
         .bind(&user.email)
@@ -85,6 +99,8 @@ impl Store {
         .bind(user.created_at)
         .bind(user.disabled_at)
         .bind(i64::from(user.password_must_change))
+        .bind(user.tenant_id.as_deref())
+        .bind(user.role.map(Role::as_str))
         .execute(self.pool())
         .await
         .map_err(conflict_or)?;
@@ -117,6 +133,16 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(revoked.rows_affected())
+    }
+
+    /// The users of a tenant, by email.
+    pub async fn users_of_tenant(&self, tenant_id: &str) -> Result<Vec<UserRow>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 ORDER BY email");
+        let rows = sqlx::query(&sql)
+            .bind(tenant_id)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
     /// Number of users.

@@ -216,6 +216,75 @@ impl TestApp {
         }
     }
 
+    /// A request with a bearer token from 127.0.0.1.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        bearer: &str,
+    ) -> Resp {
+        self.send(
+            method,
+            path,
+            body.map(|b| b.to_string()),
+            Some(bearer),
+            [127, 0, 0, 1],
+        )
+        .await
+    }
+
+    /// Creates a tenant directly in the store; returns its id.
+    pub async fn tenant(&self, name: &str) -> String {
+        let t = outband_api::tenants::Tenant {
+            id: outband_manager::ids::new_id("ten"),
+            name: name.into(),
+            created_at: self.clock.now(),
+        };
+        self.m.store.insert_tenant(&t).await.unwrap();
+        t.id
+    }
+
+    /// Creates a user of `tenant` with `role` and [`PASSWORD`]; logs in; returns the
+    /// access token.
+    pub async fn member(&self, email: &str, tenant: &str, role: &str) -> String {
+        let role = outband_api::tenants::Role::parse(role).unwrap();
+        users::create_user_in(
+            &self.m.store,
+            &self.clock,
+            email,
+            PASSWORD,
+            false,
+            false,
+            Some((tenant.to_owned(), role)),
+            "test",
+        )
+        .await
+        .unwrap();
+        self.tokens(email).await.0
+    }
+
+    /// A global admin's access token.
+    pub async fn root(&self) -> String {
+        self.user("root@example.com", true).await;
+        self.tokens("root@example.com").await.0
+    }
+
+    /// Audit entries of authorization denials (as the given admin token), newest first:
+    /// `(target, detail)`.
+    pub async fn denials(&self, admin_token: &str) -> Vec<(String, String)> {
+        self.audit(admin_token, "action=authz&limit=1000")
+            .await
+            .iter()
+            .map(|e| {
+                (
+                    e["target"].as_str().unwrap_or_default().to_owned(),
+                    e["detail"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> Resp {
         self.send(
             Method::POST,

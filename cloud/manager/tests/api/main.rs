@@ -14,3 +14,4 @@ mod login;
 mod ops;
 mod password;
 mod refresh;
+mod tenants;
