@@ -1,0 +1,294 @@
+//! The BMC's origin (scheme, host, port) and the same-origin policy for every link
+//! and redirect the client follows: credentials and session tokens only ever go to
+//! the origin the caller named.
+
+use ureq::http::Uri;
+
+use crate::error::{Error, Result};
+
+/// Longest path the client requests.
+pub const MAX_PATH: usize = 2048;
+
+/// Scheme, host and port of the BMC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    https: bool,
+    /// Lower-case host; IPv6 literals in brackets.
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// Parses `https://host[:port][/…]` or `http://…`. The path is ignored: Redfish
+    /// lives at `/redfish/v1/`.
+    pub fn parse(url: &str) -> Result<Self> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| Error::Config(format!("bad BMC URL {url:?}: {e}")))?;
+        Self::of_uri(&uri).ok_or_else(|| {
+            Error::Config(format!(
+                "bad BMC URL {url:?}: want http(s)://host[:port], without user info"
+            ))
+        })
+    }
+
+    fn of_uri(uri: &Uri) -> Option<Self> {
+        let https = match uri.scheme_str()? {
+            s if s.eq_ignore_ascii_case("https") => true,
+            s if s.eq_ignore_ascii_case("http") => false,
+            _ => return None,
+        };
+        let authority = uri.authority()?;
+        if authority.as_str().contains('@') {
+            return None;
+        }
+        let host = authority.host().to_ascii_lowercase();
+        if host.is_empty() {
+            return None;
+        }
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        Some(Self { https, host, port })
+    }
+
+    /// Whether the scheme is `https`.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// The host (lower case; IPv6 in brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The absolute URL of `path` (which must start with `/`).
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}:{}{path}", self.host, self.port)
+    }
+
+    /// Resolves a link or a `Location` found at `base_path` to a path on this origin.
+    /// Absolute paths and relative references stay on the origin; absolute URLs
+    /// must name this very origin (same scheme, host and port); scheme-relative
+    /// (`//host/…`) and anything else are refused.
+    pub fn resolve(&self, base_path: &str, link: &str) -> Result<String> {
+        let refuse = |why: &str| Err(Error::Protocol(format!("link {link:?} refused: {why}")));
+        if link.len() > MAX_PATH {
+            return refuse("too long");
+        }
+        if link.is_empty()
+            || link
+                .chars()
+                .any(|c| c.is_control() || c == ' ' || c == '\\')
+        {
+            return refuse("empty or has control characters, spaces or backslashes");
+        }
+        if link.starts_with("//") {
+            return refuse("scheme-relative URL");
+        }
+        let path = if link.starts_with('/') {
+            link.to_owned()
+        } else if link.contains("://") || link.split('/').next().is_some_and(|s| s.contains(':')) {
+            let uri: Uri = link
+                .parse()
+                .map_err(|_| Error::Protocol(format!("link {link:?} refused: not a valid URL")))?;
+            match Self::of_uri(&uri) {
+                Some(o) if o == *self => {}
+                Some(_) => return refuse("another origin"),
+                None => return refuse("not an http(s) URL"),
+            }
+            uri.path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "/".to_owned())
+        } else {
+            // A relative reference: replace the last segment of the base path.
+            let dir = base_path.rsplit_once('/').map_or("", |(d, _)| d);
+            format!("{dir}/{link}")
+        };
+        if !path.starts_with('/') || path.starts_with("//") {
+            return refuse("not a path on this origin");
+        }
+        Ok(path)
+    }
+}
+
+/// What to do with a redirect status.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Redirect {
+    /// Not a redirect (or one not to follow): hand the response to the caller.
+    No,
+    /// Repeat the request (same method and body) at this path.
+    Same(String),
+    /// Repeat as a GET without a body at this path (303, or 301/302 after a GET).
+    AsGet(String),
+}
+
+/// The redirect policy: 301/302/303/307/308 with a same-origin `Location` are
+/// followed (307/308 keep method and body, the others only for GET, HEAD, or as a
+/// GET after 303); a `Location` to another origin is an error.
+pub fn redirect(
+    origin: &Origin,
+    method: &str,
+    status: u16,
+    current: &str,
+    location: Option<&str>,
+) -> Result<Redirect> {
+    if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+        return Ok(Redirect::No);
+    }
+    let Some(location) = location else {
+        return Err(Error::Protocol(format!("HTTP {status} without Location")));
+    };
+    let path = origin.resolve(current, location)?;
+    let safe = matches!(method, "GET" | "HEAD");
+    Ok(match status {
+        307 | 308 => Redirect::Same(path),
+        303 => Redirect::AsGet(path),
+        _ if safe => Redirect::Same(path),
+        _ => Redirect::No,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(s: &str) -> Origin {
+        Origin::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parse_origins() {
+        let a = o("https://BMC.example:8443/redfish/v1/");
+        assert_eq!(
+            (a.is_https(), a.host(), a.port()),
+            (true, "bmc.example", 8443)
+        );
+        assert_eq!(o("https://10.0.0.5").port(), 443);
+        assert_eq!(o("http://10.0.0.5").port(), 80);
+        assert_eq!(o("https://[fe80::1]:444").host(), "[fe80::1]");
+        assert_eq!(
+            o("https://h:1").url("/redfish/v1/"),
+            "https://h:1/redfish/v1/"
+        );
+        for bad in [
+            "ftp://h",
+            "h:443",
+            "https://",
+            "https://user:pw@h/",
+            "",
+            "/redfish",
+        ] {
+            assert_eq!(
+                Origin::parse(bad).unwrap_err().code(),
+                "bmc_config",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn resolve_keeps_links_on_the_origin() {
+        let b = o("https://10.0.0.5:8443");
+        let here = "/redfish/v1/Systems/node1";
+        assert_eq!(
+            b.resolve(here, "/redfish/v1/Systems/1").unwrap(),
+            "/redfish/v1/Systems/1"
+        );
+        assert_eq!(
+            b.resolve(here, "https://10.0.0.5:8443/redfish/v1/Systems/u?x=1")
+                .unwrap(),
+            "/redfish/v1/Systems/u?x=1"
+        );
+        assert_eq!(
+            b.resolve(here, "HTTPS://10.0.0.5:8443/x").unwrap(),
+            "/x",
+            "scheme is case-insensitive"
+        );
+        assert_eq!(
+            b.resolve(here, "uuid-1").unwrap(),
+            "/redfish/v1/Systems/uuid-1"
+        );
+        assert_eq!(
+            o("https://h").resolve("/", "https://h:443/a").unwrap(),
+            "/a"
+        );
+    }
+
+    #[test]
+    fn resolve_refuses_other_origins() {
+        let b = o("https://10.0.0.5:8443");
+        for link in [
+            "https://10.0.0.6:8443/redfish/v1/",
+            "https://10.0.0.5:8444/redfish/v1/",
+            "http://10.0.0.5:8443/redfish/v1/",
+            "https://10.0.0.5/redfish/v1/",
+            "//evil.example/redfish/v1/",
+            "https://10.0.0.5:8443@evil.example/",
+            "https://evil.example#@10.0.0.5:8443/",
+            "javascript:alert(1)",
+            "/redfish/v1/\r\nX-Injected: 1",
+            "/a b",
+            "\\\\evil\\x",
+            "",
+        ] {
+            let e = b.resolve("/redfish/v1/", link).unwrap_err();
+            assert_eq!(e.code(), "bmc_protocol", "{link:?} -> {e}");
+        }
+        assert!(
+            b.resolve("/", &format!("/{}", "a".repeat(MAX_PATH)))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn redirect_policy() {
+        let b = o("https://127.0.0.1:8000");
+        let here = "/redfish/v1/Systems/node1";
+        let to = Some("https://127.0.0.1:8000/redfish/v1/Systems/uuid");
+        let p = "/redfish/v1/Systems/uuid".to_owned();
+        assert_eq!(redirect(&b, "GET", 200, here, None).unwrap(), Redirect::No);
+        assert_eq!(
+            redirect(&b, "GET", 307, here, to).unwrap(),
+            Redirect::Same(p.clone())
+        );
+        assert_eq!(
+            redirect(&b, "POST", 307, here, to).unwrap(),
+            Redirect::Same(p.clone())
+        );
+        assert_eq!(
+            redirect(&b, "POST", 308, here, to).unwrap(),
+            Redirect::Same(p.clone())
+        );
+        assert_eq!(
+            redirect(&b, "GET", 301, here, to).unwrap(),
+            Redirect::Same(p.clone())
+        );
+        assert_eq!(redirect(&b, "POST", 302, here, to).unwrap(), Redirect::No);
+        assert_eq!(
+            redirect(&b, "POST", 303, here, to).unwrap(),
+            Redirect::AsGet(p)
+        );
+        let away = Some("https://127.0.0.2:8000/redfish/v1/Systems/uuid");
+        for (m, s) in [
+            ("GET", 301),
+            ("GET", 302),
+            ("GET", 307),
+            ("POST", 308),
+            ("PATCH", 303),
+        ] {
+            assert_eq!(
+                redirect(&b, m, s, here, away).unwrap_err().code(),
+                "bmc_protocol"
+            );
+        }
+        assert_eq!(
+            redirect(&b, "GET", 302, here, None).unwrap_err().code(),
+            "bmc_protocol"
+        );
+    }
+}
