@@ -7,7 +7,11 @@
 #![warn(missing_docs)]
 
 pub mod asf;
+pub mod commands;
+pub mod conn;
 pub mod crypto;
+pub mod error;
 pub mod message;
 pub mod packet;
 pub mod rakp;
+pub mod sol;
