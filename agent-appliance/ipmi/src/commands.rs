@@ -454,15 +454,18 @@ mod tests {
 
     #[test]
     fn device_id_parse() {
-        // ipmi_sim's answer for "mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02".
+        // ipmi_sim 2.0.33's answer for "mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f
+        // 0x1291 0xf02" (device id 0, revision 0x23, firmware 9.08).
         let d = parse_device_id(&[
-            0x23, 0x09, 0x08, 0x00, 0x02, 0x9f, 0x91, 0x12, 0x00, 0x02, 0x0f,
+            0x00, 0x23, 0x09, 0x08, 0x02, 0x9f, 0x91, 0x12, 0x00, 0x02, 0x0f, 0, 0, 0, 0,
         ])
         .unwrap();
-        assert_eq!(d.device_id, 0x23);
+        assert_eq!((d.device_id, d.device_revision), (0, 3));
+        assert_eq!((d.firmware_major, d.firmware_minor), (9, 8));
         assert_eq!(d.manufacturer_id, 0x1291);
         assert_eq!(d.product_id, 0x0f02);
         assert_eq!(d.ipmi_version, (2, 0));
+        assert_eq!(d.aux_firmware, Some([0; 4]));
         assert!(parse_device_id(&[0x23]).is_err());
     }
 

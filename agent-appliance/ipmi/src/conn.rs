@@ -151,10 +151,6 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-fn cmd_timeout(e: &Error) -> bool {
-    e.kind() == ErrorKind::Timeout
-}
-
 impl Connection {
     /// Starts establishing a session; the first datagram is ready in
     /// [`poll_transmit`](Self::poll_transmit). A configuration this crate refuses
@@ -371,9 +367,11 @@ impl Connection {
                 .clone()
                 .unwrap_or_else(|| Error::protocol("session is not open")));
         }
-        if self.pending.is_some() {
-            return Err(Error::protocol("a command is already in progress"));
+        if self.pending.is_some() && !self.user_cmd {
+            return Err(Error::protocol("the session is busy"));
         }
+        // A command still pending here was abandoned by its caller: its late answer
+        // will not match the new rqSeq and is dropped.
         self.response = None;
         self.user_cmd = true;
         self.send_session_cmd(cmd, now);
@@ -946,9 +944,11 @@ impl Connection {
         }
     }
 
-    /// Whether the last command failed with a timeout (for the shell's messages).
-    pub fn timed_out(&self) -> bool {
-        self.error.as_ref().is_some_and(cmd_timeout)
+    /// Fails the session from outside (the shell's socket reported an error).
+    pub fn abort(&mut self, e: Error) {
+        if !matches!(self.phase, Phase::Closed) {
+            self.fail(e);
+        }
     }
 }
 

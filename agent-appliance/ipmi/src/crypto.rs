@@ -26,6 +26,7 @@ impl AuthAlg {
     }
 
     /// Full HMAC output length (RAKP 2/3 auth codes, SIK, K1, K2).
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(self) -> usize {
         match self {
             AuthAlg::HmacSha1 => 20,
@@ -78,6 +79,7 @@ impl IntegrityAlg {
     }
 
     /// Length of the AuthCode in the session trailer.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(self) -> usize {
         match self {
             IntegrityAlg::HmacSha1_96 => 12,

@@ -225,9 +225,13 @@ pub fn decode(data: &[u8], sec: Option<&Security>) -> Result<Packet, PacketError
     match auth_type {
         0x00 => {
             // IPMI 1.5 wrapper, auth type none: seq (4), session id (4), length (1).
-            let len = *data
-                .get(13)
-                .ok_or(PacketError::Truncated("IPMI 1.5 header"))? as usize;
+            let hdr = get(data, 5..14, "IPMI 1.5 header")?;
+            // Only the pre-session exchange uses this wrapper: sequence and session
+            // id must be 0.
+            if hdr[..8].iter().any(|&b| b != 0) {
+                return Err(PacketError::Malformed("IPMI 1.5 packet with a session"));
+            }
+            let len = hdr[8] as usize;
             let msg = get(data, 14..14 + len, "IPMI 1.5 message")?;
             // Some BMCs add a legacy pad byte; anything more is malformed.
             if data.len() > 14 + len + 1 {
@@ -273,7 +277,7 @@ fn decode_v2(data: &[u8], sec: Option<&Security>) -> Result<V2Packet, PacketErro
             ));
         }
         let covered = &data[4..data.len() - mac_len];
-        if covered.len() % 4 != 0 {
+        if !covered.len().is_multiple_of(4) {
             return Err(PacketError::Malformed("integrity pad alignment"));
         }
         let mac = sec.integrity.mac(&sec.k1, covered);
