@@ -15,6 +15,7 @@ pub mod auth;
 pub mod error;
 pub mod jwks;
 pub mod ops;
+pub mod servers;
 pub mod tenants;
 
 pub use error::{ErrorBody, ErrorDetail};

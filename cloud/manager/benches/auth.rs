@@ -26,6 +26,7 @@ async fn manager(db: &str, dir: &std::path::Path) -> Arc<Manager> {
         ..Config::default()
     };
     config.throttle.ip_limit = i64::MAX;
+    config.credential_key_file = dir.join("credential.key");
     let store = if db == "sqlite" {
         config.database = Database::SqliteDir(dir.join("data"));
         outband_manager::open_store(&config.database).await.unwrap()

@@ -30,9 +30,14 @@ pub struct DbArgs {
     /// SQLite data directory (created on first start).
     #[arg(long, global = true, default_value = "manager-data")]
     pub data_dir: PathBuf,
-    /// Database URL (`postgres://user@host/db`); overrides --data-dir.
+    /// Database URL (`postgres://user@host/db`); overrides --data-dir for the data.
     #[arg(long, global = true)]
     pub database_url: Option<String>,
+    /// Key file for BMC credentials at rest (default: <data-dir>/credential.key,
+    /// created mode 0600 on first start). Several managers on one database need the
+    /// same file.
+    #[arg(long, global = true)]
+    pub credential_key_file: Option<PathBuf>,
 }
 
 impl DbArgs {
@@ -142,6 +147,11 @@ impl Cli {
             access_ttl: s.access_ttl,
             key_overlap: s.key_overlap,
             bootstrap_admin: !s.no_bootstrap_admin,
+            credential_key_file: self
+                .db
+                .credential_key_file
+                .clone()
+                .unwrap_or_else(|| self.db.data_dir.join("credential.key")),
             ..Config::default()
         };
         c.throttle.account_limit = s.account_failure_limit;

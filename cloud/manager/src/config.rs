@@ -69,6 +69,9 @@ pub struct Config {
     pub bootstrap_admin: bool,
     /// HTTP connection limits.
     pub limits: crate::serve::Limits,
+    /// Key file for BMC credentials at rest (created mode 0600 if missing; see
+    /// [`crate::secrets`]).
+    pub credential_key_file: PathBuf,
 }
 
 impl Default for Config {
@@ -90,6 +93,7 @@ impl Default for Config {
             throttle: Throttle::default(),
             bootstrap_admin: true,
             limits: crate::serve::Limits::default(),
+            credential_key_file: PathBuf::from("manager-data/credential.key"),
         }
     }
 }

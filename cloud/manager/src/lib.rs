@@ -24,11 +24,13 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod ids;
+pub mod inventory;
 pub mod jwt;
 pub mod keys;
 pub mod manager;
 pub mod metrics;
 pub mod password;
+pub mod secrets;
 pub mod serve;
 pub mod store;
 pub mod users;
@@ -70,6 +72,9 @@ pub enum ManagerError {
     /// Password hashing setup failed.
     #[error("setting up password hashing")]
     Password(#[from] password::PasswordError),
+    /// The credential key file is unusable, or lacks keys the database uses.
+    #[error("BMC credential keys")]
+    Secrets(#[from] secrets::SecretError),
     /// First-start admin creation failed.
     #[error("creating the first admin")]
     Bootstrap(#[from] users::CreateUserError),
@@ -156,6 +161,7 @@ pub async fn run(
     }
     let manager = Manager::new(store.clone(), config.clone(), clock)?;
     manager.keys.ensure_key().await?;
+    manager.check_credential_keys().await?;
 
     let addr: SocketAddr = listener.local_addr().map_err(|source| ManagerError::Io {
         what: "reading listener address".into(),

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::ManagerError;
 use crate::config::Config;
 use crate::ids::Clock;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
-use crate::password::{Hasher, PasswordError};
+use crate::password::Hasher;
+use crate::secrets::{CredentialKeys, SecretError};
 use crate::store::Store;
 use crate::store::StoreError;
 use crate::store::housekeeping::Purged;
@@ -36,13 +38,18 @@ pub struct Manager {
     pub metrics: Metrics,
     /// Settings.
     pub config: Config,
+    /// Keys sealing BMC credentials at rest.
+    pub credential_keys: CredentialKeys,
 }
 
 impl Manager {
-    /// Builds the state on an open store (computes the dummy password hash).
-    pub fn new(store: Store, config: Config, clock: Clock) -> Result<Arc<Manager>, PasswordError> {
+    /// Builds the state on an open store (computes the dummy password hash, reads or
+    /// creates the credential key file).
+    pub fn new(store: Store, config: Config, clock: Clock) -> Result<Arc<Manager>, ManagerError> {
         let hasher = Hasher::new(config.argon2_concurrency, config.argon2_wait)?;
+        let credential_keys = CredentialKeys::load_or_create(&config.credential_key_file)?;
         Ok(Arc::new(Manager {
+            credential_keys,
             keys: Keys::new(store.clone(), clock.clone()),
             store,
             hasher,
@@ -50,6 +57,18 @@ impl Manager {
             metrics: Metrics::default(),
             config,
         }))
+    }
+
+    /// Refuses to serve when stored credentials are sealed under a key id the key file
+    /// lacks (a lost or wrong `--credential-key-file` must not go unnoticed).
+    pub async fn check_credential_keys(&self) -> Result<(), ManagerError> {
+        let known = self.credential_keys.key_ids();
+        for kid in self.store.credential_key_ids().await? {
+            if !known.contains(&kid.as_str()) {
+                return Err(SecretError::UnknownKey(kid).into());
+            }
+        }
+        Ok(())
     }
 
     /// One housekeeping pass: ended sessions are kept for [`SESSION_RETENTION_SECS`]
@@ -89,6 +108,7 @@ impl Manager {
             outcome = entry.outcome,
             actor = entry.actor_id.as_deref().unwrap_or("-"),
             source_ip = entry.source_ip.as_deref().unwrap_or("-"),
+            target = entry.target.as_deref().unwrap_or("-"),
             detail = entry.detail.as_deref().unwrap_or("-"),
             "audit"
         );

@@ -514,3 +514,142 @@ fn slow_and_idle_connections_are_closed_after_the_header_timeout() {
     assert_eq!(get(&m.url("/health"), None).0, 200);
     m.stop();
 }
+
+/// A request with a bearer token; `(status, body text)`.
+fn call(method: &str, url: &str, bearer: &str, body: Option<Value>) -> (u16, String) {
+    let auth = format!("Bearer {bearer}");
+    let mut r = match (method, body) {
+        ("POST", Some(b)) => agent()
+            .post(url)
+            .header("Authorization", &auth)
+            .send_json(b),
+        ("PUT", Some(b)) => agent().put(url).header("Authorization", &auth).send_json(b),
+        ("DELETE", _) => agent().delete(url).header("Authorization", &auth).call(),
+        _ => agent().get(url).header("Authorization", &auth).call(),
+    }
+    .expect("request");
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_to_string().unwrap_or_default())
+}
+
+#[test]
+fn canary_bmc_password_is_not_in_responses_logs_or_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let canary = format!("CANARY-bmc-{}", std::process::id());
+    std::fs::write(d.join("pw"), "binary canary admin pw").unwrap();
+    let (ok, out) = run_cli(
+        d,
+        &[
+            "admin",
+            "create",
+            "--email",
+            "root@example.com",
+            "--password-file",
+            "pw",
+        ],
+        "",
+    );
+    assert!(ok, "{out}");
+    let m = Manager::start(d, "m", &[]);
+    let (_, t) = login(&m, "root@example.com", "binary canary admin pw");
+    let token = t["access_token"].as_str().unwrap().to_owned();
+    let (status, tenant) = call(
+        "POST",
+        &m.url("/api/v1/tenants"),
+        &token,
+        Some(json!({"name": "Acme"})),
+    );
+    assert_eq!(status, 201, "{tenant}");
+    let tenant: Value = serde_json::from_str(&tenant).unwrap();
+    let body = json!({
+        "name": "bmc-1",
+        "tenant_id": tenant["id"],
+        "endpoints": {"power": "ipmi://127.0.0.1:6230"},
+        "credentials": {"username": "admin", "password": canary}
+    });
+    let mut texts = Vec::new();
+    let (status, created) = call(
+        "POST",
+        &m.url("/api/v1/servers"),
+        &token,
+        Some(body.clone()),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = serde_json::from_str::<Value>(&created).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    texts.push(created);
+    texts.push(
+        call(
+            "POST",
+            &m.url("/api/v1/servers"),
+            &token,
+            Some(body.clone()),
+        )
+        .1,
+    );
+    texts.push(
+        call(
+            "PUT",
+            &m.url(&format!("/api/v1/servers/{id}")),
+            &token,
+            Some(body.clone()),
+        )
+        .1,
+    );
+    texts.push(
+        call(
+            "GET",
+            &m.url(&format!("/api/v1/servers/{id}")),
+            &token,
+            None,
+        )
+        .1,
+    );
+    texts.push(call("GET", &m.url("/api/v1/servers"), &token, None).1);
+    texts.push(call("GET", &m.url("/api/v1/audit"), &token, None).1);
+    for t in &texts {
+        assert!(!t.contains(&canary), "canary in a response: {t}");
+    }
+    assert!(
+        texts[0].contains("\"has_credentials\":true"),
+        "{}",
+        texts[0]
+    );
+    let logs = m.stop();
+    assert!(logs.contains(&id), "debug logs captured: {logs}");
+    assert!(!logs.contains(&canary), "canary in the manager's output");
+    let data = d.join("manager-data");
+    let mut files = 0;
+    for e in std::fs::read_dir(&data).unwrap() {
+        let p = e.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        assert!(
+            !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+            "canary in {}",
+            p.display()
+        );
+        files += 1;
+    }
+    assert!(files >= 2, "database and key file");
+    use std::os::unix::fs::PermissionsExt;
+    let key = std::fs::metadata(data.join("credential.key")).unwrap();
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+
+    // A key file that lacks the key the database uses: refuse to start.
+    std::fs::write(
+        data.join("credential.key"),
+        outband_manager::secrets::new_key_file(),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .current_dir(d)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no credential key with id"), "{err}");
+}

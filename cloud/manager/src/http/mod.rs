@@ -11,6 +11,7 @@ pub mod bearer;
 pub mod extract;
 pub mod openapi;
 pub mod ops;
+pub mod servers;
 pub mod tenants;
 
 use std::sync::Arc;
@@ -44,6 +45,16 @@ pub fn router(manager: Arc<Manager>) -> Router {
             post(tenants::create_tenant).get(tenants::list_tenants),
         )
         .route("/api/v1/tenants/{tenant_id}", get(tenants::get_tenant))
+        .route(
+            "/api/v1/servers",
+            post(servers::create_server).get(servers::list_servers),
+        )
+        .route(
+            "/api/v1/servers/{server_id}",
+            get(servers::get_server)
+                .put(servers::update_server)
+                .delete(servers::delete_server),
+        )
         .route(
             "/api/v1/tenants/{tenant_id}/users",
             post(tenants::create_user).get(tenants::list_users),

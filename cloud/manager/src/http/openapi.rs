@@ -24,12 +24,18 @@ use utoipa::{Modify, OpenApi};
         super::tenants::create_user,
         super::tenants::list_users,
         super::tenants::me,
+        super::servers::create_server,
+        super::servers::list_servers,
+        super::servers::get_server,
+        super::servers::update_server,
+        super::servers::delete_server,
     ),
     modifiers(&BearerAuth),
     tags(
         (name = "auth", description = "Login, refresh, logout, password"),
         (name = "admin", description = "Global administration"),
         (name = "tenants", description = "Tenants (customers), their users and roles"),
+        (name = "servers", description = "Inventory: servers, BMC endpoints, write-only credentials"),
         (name = "ops", description = "Health, metrics, keys, this document"),
     )
 )]

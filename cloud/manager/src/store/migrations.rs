@@ -31,6 +31,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0003_tenants.sql"),
         include_str!("../../migrations/postgres/0003_tenants.sql"),
     ),
+    (
+        4,
+        "servers",
+        include_str!("../../migrations/sqlite/0004_servers.sql"),
+        include_str!("../../migrations/postgres/0004_servers.sql"),
+    ),
 ];
 
 /// The migrator for `backend`.

@@ -20,6 +20,7 @@ pub mod audit;
 pub mod housekeeping;
 pub mod keys;
 pub mod migrations;
+pub mod servers;
 pub mod sessions;
 pub mod tenants;
 pub mod throttle;

@@ -93,7 +93,7 @@ pub struct TestApp {
     pub router: Router,
     pub clock: Clock,
     pub db: Db,
-    _dir: Option<tempfile::TempDir>,
+    pub dir: Option<tempfile::TempDir>,
 }
 
 /// A response.
@@ -139,17 +139,17 @@ impl TestApp {
         init_logs();
         let mut config = test_config();
         tweak(&mut config);
-        let (store, dir) = match db {
+        let dir = tempfile::tempdir().unwrap();
+        config.credential_key_file = dir.path().join("credential.key");
+        let store = match db {
             Db::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
                 config.database = Database::SqliteDir(dir.path().join("data"));
-                let store = outband_manager::open_store(&config.database).await.unwrap();
-                (store, Some(dir))
+                outband_manager::open_store(&config.database).await.unwrap()
             }
             Db::Postgres => {
                 let url = crate::pg::fresh_database().await;
                 config.database = Database::Url(url.clone());
-                (Store::connect(&url).await.unwrap(), None)
+                Store::connect(&url).await.unwrap()
             }
         };
         config.validate().unwrap();
@@ -161,7 +161,7 @@ impl TestApp {
             m,
             clock,
             db,
-            _dir: dir,
+            dir: Some(dir),
         }
     }
 
@@ -283,6 +283,46 @@ impl TestApp {
                 )
             })
             .collect()
+    }
+
+    /// Every file of the database as raw bytes: the SQLite files, or the whole
+    /// PostgreSQL data directory after a checkpoint. `None` when the PostgreSQL server
+    /// is not ours to read (`OUTBAND_TEST_PG_URL`).
+    pub async fn raw_database_files(&self) -> Option<Vec<(std::path::PathBuf, Vec<u8>)>> {
+        let root = match self.db {
+            Db::Sqlite => self.dir.as_ref().unwrap().path().join("data"),
+            Db::Postgres => {
+                sqlx::query("CHECKPOINT")
+                    .execute(self.m.store.pool())
+                    .await
+                    .unwrap();
+                let (dir,): (String,) = sqlx::query_as("SELECT current_setting('data_directory')")
+                    .fetch_one(self.m.store.pool())
+                    .await
+                    .unwrap();
+                let dir = std::path::PathBuf::from(dir);
+                if std::fs::read_dir(&dir).is_err()
+                    && std::env::var_os("OUTBAND_TEST_PG_URL").is_some()
+                {
+                    return None;
+                }
+                dir
+            }
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![root];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if let Ok(bytes) = std::fs::read(&p) {
+                    out.push((p, bytes));
+                }
+            }
+        }
+        assert!(!out.is_empty());
+        Some(out)
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Resp {

@@ -14,4 +14,5 @@ mod login;
 mod ops;
 mod password;
 mod refresh;
+mod servers;
 mod tenants;

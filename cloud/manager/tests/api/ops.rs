@@ -64,6 +64,8 @@ async fn openapi_document_describes_every_route(db: Db) {
             "/api/v1/auth/refresh",
             "/api/v1/me",
             "/api/v1/openapi.json",
+            "/api/v1/servers",
+            "/api/v1/servers/{server_id}",
             "/api/v1/tenants",
             "/api/v1/tenants/{tenant_id}",
             "/api/v1/tenants/{tenant_id}/users",
