@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use outband_proto::pb::{
-    AgentInfoReply, CloseCode, Endpoint, ErrorReply, InventoryReport, RefuseCode, StreamKind,
-    reply, request,
+    AgentInfoReply, CloseCode, Endpoint, EndpointSource, ErrorReply, InventoryReport, RefuseCode,
+    StreamKind, reply, request,
 };
 use outband_tunnel::{Incoming, PendingStream, Stream, Tunnel};
 use smol::net::TcpStream;
@@ -45,6 +45,8 @@ pub fn inventory(allow: &AllowList) -> InventoryReport {
             .map(|t| Endpoint {
                 url: t.to_string(),
                 reachable: false,
+                source: EndpointSource::Config as i32,
+                cert_sha256: Default::default(),
             })
             .collect(),
     }

@@ -376,7 +376,7 @@ fn hello_goaway_reconnect_then_relay() {
 
         // Refusals.
         let refused = |r: Result<outband_tunnel::Stream, OpenError>| match r {
-            Err(OpenError::Refused { code, message }) => (code, message),
+            Err(OpenError::Refused { code, message, .. }) => (code, message),
             Ok(_) => panic!("stream unexpectedly accepted"),
             Err(e) => panic!("{e}"),
         };

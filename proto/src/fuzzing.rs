@@ -368,6 +368,7 @@ fn peer_frame(op: u8, input: &mut Input<'_>) -> Option<Frame> {
             kind: i32::from(input.byte()? % 3),
             target: "10.0.0.5:5900".into(),
             initial_window: u32::from(input.u16()?),
+            auth: None,
         }),
         2 => frame::Kind::Accept(pb::StreamAccept {
             stream_id: input.id()?,
@@ -377,6 +378,7 @@ fn peer_frame(op: u8, input: &mut Input<'_>) -> Option<Frame> {
             stream_id: input.id()?,
             code: i32::from(input.byte()?),
             message: "refused".into(),
+            error_code: String::new(),
         }),
         4 | 5 => {
             let stream_id = input.id()?;

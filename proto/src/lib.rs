@@ -11,6 +11,7 @@
 //! out. The agent (smol) and the gateway (tokio) drive the same state machines.
 #![warn(missing_docs)]
 
+mod auth;
 pub mod codec;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

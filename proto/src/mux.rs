@@ -102,6 +102,8 @@ pub enum Event {
         kind: StreamKind,
         /// The requested endpoint.
         target: String,
+        /// Credentials for the endpoint, if the opener sent any.
+        auth: Option<pb::BmcAuth>,
     },
     /// A stream we opened was accepted.
     Accepted {
@@ -116,6 +118,8 @@ pub enum Event {
         code: RefuseCode,
         /// Human-readable reason.
         message: String,
+        /// Stable machine-readable detail (e.g. `bmc_auth_failed`); may be empty.
+        error_code: String,
     },
     /// Payload arrived. Call [`Mux::release`] once it has been consumed.
     Data {
@@ -454,7 +458,7 @@ impl Mux {
         }
     }
 
-    fn on_open(&mut self, open: pb::StreamOpen) -> Result<(), String> {
+    fn on_open(&mut self, mut open: pb::StreamOpen) -> Result<(), String> {
         let id = open.stream_id;
         if id == 0 || !self.is_peer_id(id) {
             return Err(format!("open with stream id {id} of the wrong parity"));
@@ -480,6 +484,7 @@ impl Mux {
                     stream_id: id,
                     code: RefuseCode::TooManyStreams as i32,
                     message: format!("at most {} streams per connection", self.cfg.max_streams),
+                    error_code: String::new(),
                 })),
             });
         }
@@ -489,7 +494,8 @@ impl Mux {
         self.events.push_back(Event::Opened {
             id,
             kind: StreamKind::try_from(open.kind).unwrap_or(StreamKind::Unspecified),
-            target: open.target,
+            target: std::mem::take(&mut open.target),
+            auth: open.auth.take(),
         });
         Ok(())
     }
@@ -537,6 +543,7 @@ impl Mux {
             id,
             code: RefuseCode::try_from(r.code).unwrap_or(RefuseCode::Unspecified),
             message: r.message,
+            error_code: r.error_code,
         });
         Ok(())
     }
@@ -657,6 +664,16 @@ impl Mux {
 
     /// Opens a stream to `target`. Wait for [`Event::Accepted`] or [`Event::Refused`].
     pub fn open(&mut self, kind: StreamKind, target: &str) -> Result<StreamId, StreamError> {
+        self.open_with_auth(kind, target, None)
+    }
+
+    /// [`Mux::open`] with credentials for the endpoint (console streams).
+    pub fn open_with_auth(
+        &mut self,
+        kind: StreamKind,
+        target: &str,
+        auth: Option<pb::BmcAuth>,
+    ) -> Result<StreamId, StreamError> {
         if self.closed.is_some() {
             return Err(StreamError::ConnectionClosed);
         }
@@ -677,6 +694,7 @@ impl Mux {
                 kind: kind as i32,
                 target: target.to_owned(),
                 initial_window: self.cfg.initial_window,
+                auth,
             })),
         });
         Ok(id)
@@ -706,6 +724,17 @@ impl Mux {
         code: RefuseCode,
         message: &str,
     ) -> Result<(), StreamError> {
+        self.refuse_with_code(id, code, "", message)
+    }
+
+    /// [`Mux::refuse`] with a stable machine-readable detail (`error_code`).
+    pub fn refuse_with_code(
+        &mut self,
+        id: StreamId,
+        code: RefuseCode,
+        error_code: &str,
+        message: &str,
+    ) -> Result<(), StreamError> {
         let s = self.live(id)?;
         if !s.awaiting_our_answer {
             return Err(StreamError::Unknown(id));
@@ -716,6 +745,7 @@ impl Mux {
                 stream_id: id,
                 code: code as i32,
                 message: message.to_owned(),
+                error_code: error_code.to_owned(),
             })),
         });
         Ok(())

@@ -20,6 +20,7 @@ fn sample_frames() -> Vec<Frame> {
             kind: pb::StreamKind::Tcp as i32,
             target: "10.0.0.5:5900".into(),
             initial_window: 0,
+            auth: None,
         })),
         f(Kind::Data(pb::StreamData {
             stream_id: 1,

@@ -203,6 +203,7 @@ fn random_frame(rng: &mut StdRng) -> Frame {
             kind: rng.random_range(0..3),
             target: "10.0.0.5:5900".into(),
             initial_window: rng.random(),
+            auth: None,
         }),
         _ => Kind::Close(pb::StreamClose {
             stream_id: id,

@@ -109,6 +109,7 @@ fn open() {
             kind: pb::StreamKind::Tcp as i32,
             target: "vnc://10.0.0.5:5900".into(),
             initial_window: 65_536,
+            auth: None,
         })),
         "0000001f 221d080110011a13766e633a2f2f31302e302e302e353a3539303020808004",
     );
@@ -132,6 +133,7 @@ fn refuse() {
             stream_id: 5,
             code: pb::RefuseCode::Forbidden as i32,
             message: "not on the inventory".into(),
+            error_code: String::new(),
         })),
         "0000001c 321a080510011a146e6f74206f6e2074686520696e76656e746f7279",
     );
@@ -244,10 +246,14 @@ fn inventory() {
                 pb::Endpoint {
                     url: "vnc://10.0.0.5:5900".into(),
                     reachable: true,
+                    source: 0,
+                    cert_sha256: Default::default(),
                 },
                 pb::Endpoint {
                     url: "ipmi://10.0.0.6:623".into(),
                     reachable: false,
+                    source: 0,
+                    cert_sha256: Default::default(),
                 },
             ],
         })),
@@ -266,6 +272,195 @@ fn go_away() {
             reason: "gateway shutting down".into(),
         })),
         "00000019 6a170a1567617465776179207368757474696e6720646f776e",
+    );
+}
+
+// ---- Added with BMC operations (still protocol version 1: new fields and kinds only;
+// every golden above is unchanged, which is the compatibility proof). ----
+
+fn auth() -> pb::BmcAuth {
+    pb::BmcAuth {
+        username: "admin".into(),
+        password: "password".into(),
+        cert_sha256: vec![0xab; 32].into(),
+        ipmi_cipher_suites: vec![17, 3],
+    }
+}
+
+#[test]
+fn open_vnc_with_auth() {
+    golden(
+        frame(Kind::Open(pb::StreamOpen {
+            stream_id: 3,
+            kind: pb::StreamKind::Vnc as i32,
+            target: "wss://10.0.0.5/kvm/0".into(),
+            initial_window: 0,
+            auth: Some(auth()),
+        })),
+        concat!(
+            "00000055 ",
+            "2253080310021a147773733a2f2f31302e302e302e352f6b766d2f302a370a05",
+            "61646d696e120870617373776f72641a20ababababababababababababababab",
+            "ababababababababababababababababab22021103",
+        ),
+    );
+}
+
+#[test]
+fn open_serial() {
+    golden(
+        frame(Kind::Open(pb::StreamOpen {
+            stream_id: 5,
+            kind: pb::StreamKind::Serial as i32,
+            target: "ipmi://10.0.0.5".into(),
+            initial_window: 0,
+            auth: Some(pb::BmcAuth {
+                username: "admin".into(),
+                password: "password".into(),
+                cert_sha256: Default::default(),
+                ipmi_cipher_suites: vec![],
+            }),
+        })),
+        concat!(
+            "0000002a ",
+            "2228080510031a0f69706d693a2f2f31302e302e302e352a110a0561646d696e",
+            "120870617373776f7264",
+        ),
+    );
+}
+
+#[test]
+fn refuse_with_error_code() {
+    golden(
+        frame(Kind::Refuse(pb::StreamRefuse {
+            stream_id: 3,
+            code: pb::RefuseCode::AuthFailed as i32,
+            message: "VNC authentication failed".into(),
+            error_code: "bmc_auth_failed".into(),
+        })),
+        concat!(
+            "00000032 ",
+            "3230080310071a19564e432061757468656e7469636174696f6e206661696c65",
+            "64220f626d635f617574685f6661696c6564",
+        ),
+    );
+}
+
+#[test]
+fn request_power() {
+    golden(
+        frame(Kind::Request(pb::Request {
+            request_id: 9,
+            body: Some(pb::request::Body::Power(pb::PowerRequest {
+                endpoint: "ipmi://10.0.0.5:623".into(),
+                auth: Some(auth()),
+                action: pb::PowerAction::Off as i32,
+            })),
+        })),
+        concat!(
+            "00000056 ",
+            "525408091a500a1369706d693a2f2f31302e302e302e353a36323312370a0561",
+            "646d696e120870617373776f72641a20abababababababababababababababab",
+            "abababababababababababababababab220211031803",
+        ),
+    );
+}
+
+#[test]
+fn reply_power() {
+    golden(
+        frame(Kind::Reply(pb::Reply {
+            request_id: 9,
+            body: Some(pb::reply::Body::Power(pb::PowerReply {
+                state: pb::PowerState::Off as i32,
+            })),
+        })),
+        "00000008 5a06080922020802",
+    );
+}
+
+#[test]
+fn request_and_reply_bmc_info() {
+    golden(
+        frame(Kind::Request(pb::Request {
+            request_id: 10,
+            body: Some(pb::request::Body::BmcInfo(pb::BmcInfoRequest {
+                endpoint: "https://10.0.0.5".into(),
+                auth: Some(auth()),
+            })),
+        })),
+        concat!(
+            "00000051 ",
+            "524f080a224b0a1068747470733a2f2f31302e302e302e3512370a0561646d69",
+            "6e120870617373776f72641a20ababababababababababababababababababab",
+            "ababababababababababababab22021103",
+        ),
+    );
+    golden(
+        frame(Kind::Reply(pb::Reply {
+            request_id: 10,
+            body: Some(pb::reply::Body::BmcInfo(pb::BmcInfoReply {
+                protocol: "ipmi".into(),
+                manufacturer: "4753".into(),
+                model: "3842".into(),
+                firmware_version: "9.08".into(),
+                ipmi_cipher_suite: 3,
+            })),
+        })),
+        concat!(
+            "00000020 ",
+            "5a1e080a2a1a0a0469706d691204343735331a04333834322204392e30382803",
+        ),
+    );
+}
+
+#[test]
+fn request_and_reply_boot_device() {
+    golden(
+        frame(Kind::Request(pb::Request {
+            request_id: 11,
+            body: Some(pb::request::Body::BootDevice(pb::BootDeviceRequest {
+                endpoint: "ipmi://10.0.0.5".into(),
+                auth: Some(auth()),
+                device: pb::BootDevice::Pxe as i32,
+                persistent: true,
+            })),
+        })),
+        concat!(
+            "00000054 ",
+            "5252080b2a4e0a0f69706d693a2f2f31302e302e302e3512370a0561646d696e",
+            "120870617373776f72641a20abababababababababababababababababababab",
+            "abababababababababababab2202110318022001",
+        ),
+    );
+    golden(
+        frame(Kind::Reply(pb::Reply {
+            request_id: 11,
+            body: Some(pb::reply::Body::BootDevice(pb::BootDeviceReply {
+                device: pb::BootDevice::Pxe as i32,
+                persistent: true,
+            })),
+        })),
+        "0000000a 5a08080b320408021001",
+    );
+}
+
+#[test]
+fn inventory_with_discovery() {
+    golden(
+        frame(Kind::Inventory(pb::InventoryReport {
+            endpoints: vec![pb::Endpoint {
+                url: "https://10.0.0.7:443".into(),
+                reachable: true,
+                source: pb::EndpointSource::Discovery as i32,
+                cert_sha256: vec![0xcd; 32].into(),
+            }],
+        })),
+        concat!(
+            "00000040 ",
+            "623e0a3c0a1468747470733a2f2f31302e302e302e373a343433100118022220",
+            "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd",
+        ),
     );
 }
 
@@ -308,6 +503,38 @@ fn enum_values_are_pinned() {
     use pb::{CloseCode, RefuseCode, StreamKind};
     assert_eq!(StreamKind::Unspecified as i32, 0);
     assert_eq!(StreamKind::Tcp as i32, 1);
+    assert_eq!(StreamKind::Vnc as i32, 2);
+    assert_eq!(StreamKind::Serial as i32, 3);
+    assert_eq!(RefuseCode::AuthFailed as i32, 7);
+    assert_eq!(RefuseCode::BmcError as i32, 8);
+    let power = [
+        (pb::PowerAction::Unspecified, 0),
+        (pb::PowerAction::Status, 1),
+        (pb::PowerAction::On, 2),
+        (pb::PowerAction::Off, 3),
+        (pb::PowerAction::Cycle, 4),
+        (pb::PowerAction::Reset, 5),
+        (pb::PowerAction::SoftOff, 6),
+    ];
+    for (a, n) in power {
+        assert_eq!(a as i32, n, "{a:?}");
+    }
+    assert_eq!(pb::PowerState::Unknown as i32, 0);
+    assert_eq!(pb::PowerState::On as i32, 1);
+    assert_eq!(pb::PowerState::Off as i32, 2);
+    let boot = [
+        (pb::BootDevice::Unspecified, 0),
+        (pb::BootDevice::None, 1),
+        (pb::BootDevice::Pxe, 2),
+        (pb::BootDevice::Disk, 3),
+        (pb::BootDevice::BiosSetup, 4),
+        (pb::BootDevice::Cdrom, 5),
+    ];
+    for (d, n) in boot {
+        assert_eq!(d as i32, n, "{d:?}");
+    }
+    assert_eq!(pb::EndpointSource::Config as i32, 1);
+    assert_eq!(pb::EndpointSource::Discovery as i32, 2);
     let refuse = [
         (RefuseCode::Unspecified, 0),
         (RefuseCode::Forbidden, 1),

@@ -26,7 +26,8 @@ fn open_accept() {
         vec![Event::Opened {
             id,
             kind: StreamKind::Tcp,
-            target: "vnc://10.0.0.5:5900".into()
+            target: "vnc://10.0.0.5:5900".into(),
+            auth: None,
         }]
     );
     p.ag.mux.accept(id).unwrap();
@@ -53,12 +54,56 @@ fn open_refuse() {
         vec![Event::Refused {
             id,
             code: RefuseCode::Forbidden,
-            message: "not on the inventory".into()
+            message: "not on the inventory".into(),
+            error_code: String::new(),
         }]
     );
     assert_eq!(p.gw.mux.stream_count(), 0);
     assert_eq!(p.ag.mux.stream_count(), 0);
     assert_eq!(p.gw.mux.send(id, b"x"), Err(StreamError::Unknown(id)));
+}
+
+#[test]
+fn console_open_carries_credentials_and_refusal_detail() {
+    let mut p = Pair::new();
+    let auth = pb::BmcAuth {
+        username: "admin".into(),
+        password: "secret".into(),
+        cert_sha256: vec![7; 32].into(),
+        ipmi_cipher_suites: vec![3],
+    };
+    let id =
+        p.gw.mux
+            .open_with_auth(StreamKind::Vnc, "vnc://10.0.0.5", Some(auth.clone()))
+            .unwrap();
+    p.drive();
+    assert_eq!(
+        p.events(Side::Ag),
+        vec![Event::Opened {
+            id,
+            kind: StreamKind::Vnc,
+            target: "vnc://10.0.0.5".into(),
+            auth: Some(auth),
+        }]
+    );
+    p.ag.mux
+        .refuse_with_code(
+            id,
+            RefuseCode::AuthFailed,
+            "bmc_auth_failed",
+            "wrong password",
+        )
+        .unwrap();
+    p.drive();
+    assert_eq!(
+        p.events(Side::Gw),
+        vec![Event::Refused {
+            id,
+            code: RefuseCode::AuthFailed,
+            message: "wrong password".into(),
+            error_code: "bmc_auth_failed".into(),
+        }]
+    );
 }
 
 #[test]
@@ -485,6 +530,7 @@ fn open(id: u32) -> Frame {
         kind: StreamKind::Tcp as i32,
         target: "t".into(),
         initial_window: 0,
+        auth: None,
     }))
 }
 
@@ -651,6 +697,7 @@ fn accept_or_open_with_an_oversized_window() {
         kind: StreamKind::Tcp as i32,
         target: "x:1".into(),
         initial_window: u32::MAX,
+        auth: None,
     }));
     assert_protocol_error(m, now, vec![open], "at most");
 }

@@ -67,6 +67,7 @@ fn open(id: u32) -> Frame {
             kind: pb::StreamKind::Tcp as i32,
             target: "127.0.0.1:9".into(),
             initial_window: 0,
+            auth: None,
         })),
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use outband_proto::pb::{InventoryReport, RefuseCode, StreamKind};
+use outband_proto::pb::{BmcAuth, EndpointSource, InventoryReport, RefuseCode, StreamKind};
 use outband_tunnel::{OpenError, Stream, Tunnel};
 use serde::Serialize;
 
@@ -46,6 +46,11 @@ pub struct EndpointView {
     pub url: String,
     /// Whether the agent could reach it.
     pub reachable: bool,
+    /// `config` (the agent's allow-list) or `discovery` (found by scanning).
+    pub source: &'static str,
+    /// For TLS endpoints found by discovery: the certificate's SHA-256 (hex), to pin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
 }
 
 /// A connected agent as the API shows it.
@@ -90,6 +95,8 @@ pub enum OpenStreamError {
         code: RefuseCode,
         /// The agent's reason.
         message: String,
+        /// Stable detail from the agent, e.g. `bmc_auth_failed`; may be empty.
+        error_code: String,
     },
     /// The agent did not answer in time.
     #[error("agent did not answer the stream open within {0:?}")]
@@ -109,6 +116,8 @@ pub fn refuse_code_name(code: RefuseCode) -> &'static str {
         RefuseCode::UnsupportedKind => "unsupported_kind",
         RefuseCode::BadTarget => "bad_target",
         RefuseCode::TooManyStreams => "too_many_streams",
+        RefuseCode::AuthFailed => "auth_failed",
+        RefuseCode::BmcError => "bmc_error",
     }
 }
 
@@ -248,14 +257,17 @@ impl Registry {
         g
     }
 
-    /// Opens a TCP stream to `target` through the agent's connection and waits (up
-    /// to the open timeout, 10 s by default) for the agent to accept it.
+    /// Opens a stream of `kind` to `target` through the agent's connection and waits
+    /// (up to the open timeout, 10 s by default) for the agent to accept it. `auth` is
+    /// what the agent needs to log in to the BMC (console kinds).
     pub async fn open_stream(
         &self,
         agent_id: &str,
+        kind: StreamKind,
         target: &str,
+        auth: Option<BmcAuth>,
     ) -> Result<Stream, OpenStreamError> {
-        let res = self.open_inner(agent_id, target).await;
+        let res = self.open_inner(agent_id, kind, target, auth).await;
         let counter = match &res {
             Ok(_) => &self.metrics.streams_opened,
             Err(OpenStreamError::Refused { .. }) => &self.metrics.streams_refused,
@@ -265,16 +277,29 @@ impl Registry {
         res
     }
 
-    async fn open_inner(&self, agent_id: &str, target: &str) -> Result<Stream, OpenStreamError> {
+    async fn open_inner(
+        &self,
+        agent_id: &str,
+        kind: StreamKind,
+        target: &str,
+        auth: Option<BmcAuth>,
+    ) -> Result<Stream, OpenStreamError> {
         let tunnel = self
             .tunnel(agent_id)
             .ok_or_else(|| OpenStreamError::NotConnected(agent_id.to_owned()))?;
-        match tokio::time::timeout(self.open_timeout, tunnel.open(StreamKind::Tcp, target)).await {
+        let open = tunnel.open_with_auth(kind, target, auth);
+        match tokio::time::timeout(self.open_timeout, open).await {
             Err(_) => Err(OpenStreamError::Timeout(self.open_timeout)),
             Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(OpenError::Refused { code, message })) => {
-                Err(OpenStreamError::Refused { code, message })
-            }
+            Ok(Err(OpenError::Refused {
+                code,
+                message,
+                error_code,
+            })) => Err(OpenStreamError::Refused {
+                code,
+                message,
+                error_code,
+            }),
             Ok(Err(OpenError::Connection(e))) => Err(OpenStreamError::Failed(format!(
                 "agent connection closed while opening: {e}"
             ))),
@@ -309,6 +334,17 @@ fn view(e: &Entry) -> AgentView {
             .map(|ep| EndpointView {
                 url: ep.url.clone(),
                 reachable: ep.reachable,
+                source: match ep.source() {
+                    EndpointSource::Config => "config",
+                    EndpointSource::Discovery => "discovery",
+                    EndpointSource::Unspecified => "unspecified",
+                },
+                cert_sha256: (ep.cert_sha256.len() == 32).then(|| {
+                    ep.cert_sha256
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                }),
             })
             .collect(),
     }

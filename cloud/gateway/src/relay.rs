@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use outband_proto::pb::{BmcAuth, StreamKind};
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
@@ -25,16 +26,50 @@ pub struct RelayInfo {
     pub relay_id: u64,
     /// The agent streams go through.
     pub agent_id: String,
+    /// What the agent does with each stream: `tcp` (raw relay), `vnc` (the agent logs
+    /// in to the BMC's VNC server and offers security type None) or `serial`.
+    pub kind: &'static str,
     /// The endpoint the agent connects to.
     pub target: String,
+    /// Whether BMC credentials are attached (they are never shown).
+    pub has_auth: bool,
     /// Where TCP clients connect (`127.0.0.1:PORT`).
     pub listen: String,
+}
+
+/// What a relay opens for each client connection.
+#[derive(Debug, Clone)]
+pub struct RelaySpec {
+    /// The agent streams go through.
+    pub agent_id: String,
+    /// Stream kind.
+    pub kind: StreamKind,
+    /// The endpoint the agent connects to.
+    pub target: String,
+    /// BMC credentials sent with each stream open (held in memory only).
+    pub auth: Option<BmcAuth>,
+}
+
+/// The API name of a stream kind.
+pub fn kind_name(kind: StreamKind) -> &'static str {
+    match kind {
+        StreamKind::Unspecified => "unspecified",
+        StreamKind::Tcp => "tcp",
+        StreamKind::Vnc => "vnc",
+        StreamKind::Serial => "serial",
+    }
 }
 
 #[derive(Debug)]
 struct Relay {
     info: RelayInfo,
     cancel: CancellationToken,
+}
+
+#[derive(Debug)]
+struct Conn {
+    relay_id: u64,
+    spec: Arc<RelaySpec>,
 }
 
 /// All relays.
@@ -67,15 +102,17 @@ impl Relays {
         self.relays.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Binds `127.0.0.1:0` and relays each connection to `agent_id`/`target`.
-    pub async fn create(&self, agent_id: &str, target: &str) -> std::io::Result<RelayInfo> {
+    /// Binds `127.0.0.1:0` and opens a stream as `spec` says for each connection.
+    pub async fn create(&self, spec: RelaySpec) -> std::io::Result<RelayInfo> {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let listen = listener.local_addr()?;
         let relay_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let info = RelayInfo {
             relay_id,
-            agent_id: agent_id.to_owned(),
-            target: target.to_owned(),
+            agent_id: spec.agent_id.clone(),
+            kind: kind_name(spec.kind),
+            target: spec.target.clone(),
+            has_auth: spec.auth.is_some(),
             listen: listen.to_string(),
         };
         let cancel = self.shutdown.child_token();
@@ -86,10 +123,13 @@ impl Relays {
                 cancel: cancel.clone(),
             },
         );
-        tracing::info!(relay_id, agent_id, target, listen = %listen, "relay created");
+        tracing::info!(relay_id, agent_id = %spec.agent_id, kind = info.kind, target = %spec.target, listen = %listen, "relay created");
         tokio::spawn(accept_loop(
             listener,
-            info.clone(),
+            Conn {
+                relay_id,
+                spec: Arc::new(spec),
+            },
             cancel,
             self.registry.clone(),
             self.metrics.clone(),
@@ -129,7 +169,7 @@ impl Relays {
 
 async fn accept_loop(
     listener: TcpListener,
-    info: RelayInfo,
+    info: Conn,
     cancel: CancellationToken,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -150,7 +190,10 @@ async fn accept_loop(
         tokio::spawn(relay_connection(
             tcp,
             client,
-            info.clone(),
+            Conn {
+                relay_id: info.relay_id,
+                spec: info.spec.clone(),
+            },
             cancel.clone(),
             registry.clone(),
             metrics.clone(),
@@ -161,22 +204,22 @@ async fn accept_loop(
 async fn relay_connection(
     mut tcp: TcpStream,
     client: SocketAddr,
-    info: RelayInfo,
+    info: Conn,
     cancel: CancellationToken,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
 ) {
     let open = tokio::select! {
         _ = cancel.cancelled() => return,
-        res = registry.open_stream(&info.agent_id, &info.target) => res,
+        res = registry.open_stream(&info.spec.agent_id, info.spec.kind, &info.spec.target, info.spec.auth.clone()) => res,
     };
     let stream = match open {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(
                 relay_id = info.relay_id,
-                agent_id = %info.agent_id,
-                target = ?info.target,
+                agent_id = %info.spec.agent_id,
+                target = ?info.spec.target,
                 client = %client,
                 reason = ?e.to_string(),
                 "relay stream open failed; closing client connection"

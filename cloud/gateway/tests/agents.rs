@@ -8,7 +8,9 @@ use common::{AgentIdentity, TestGateway, connect_agent, hello_exchange, tls_conn
 use outband_proto::codec::DEFAULT_MAX_FRAME_LEN;
 use outband_proto::handshake;
 use outband_proto::mux::ConnError;
-use outband_proto::pb::{self, Endpoint, InventoryReport, RefuseCode, StreamKind, frame};
+use outband_proto::pb::{
+    self, Endpoint, EndpointSource, InventoryReport, RefuseCode, StreamKind, frame,
+};
 use outband_tunnel::{OpenError, write_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -54,6 +56,8 @@ async fn agent_connects_is_listed_and_reports_inventory() {
         endpoints: vec![Endpoint {
             url: "vnc://10.0.0.5:5900".into(),
             reachable: true,
+            source: EndpointSource::Config as i32,
+            cert_sha256: Default::default(),
         }],
     });
     let view = gw
@@ -63,7 +67,7 @@ async fn agent_connects_is_listed_and_reports_inventory() {
         .await;
     assert_eq!(
         view["inventory"],
-        serde_json::json!([{"url": "vnc://10.0.0.5:5900", "reachable": true}])
+        serde_json::json!([{"url": "vnc://10.0.0.5:5900", "reachable": true, "source": "config"}])
     );
     assert!(view["bytes_in"].as_u64().unwrap() > 0);
 

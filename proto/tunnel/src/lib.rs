@@ -48,6 +48,8 @@ pub enum OpenError {
         code: RefuseCode,
         /// Peer's reason.
         message: String,
+        /// Stable machine-readable detail (e.g. `bmc_auth_failed`); may be empty.
+        error_code: String,
     },
     /// The stream could not be opened locally.
     #[error(transparent)]
@@ -147,19 +149,35 @@ impl State {
     fn dispatch_events(&mut self) {
         while let Some(ev) = self.mux.poll_event() {
             match ev {
-                Event::Opened { id, kind, target } => {
+                Event::Opened {
+                    id,
+                    kind,
+                    target,
+                    auth,
+                } => {
                     self.streams.insert(id, RecvState::default());
                     self.push_incoming(Incoming::Stream(PendingStream {
                         id,
                         kind,
                         target,
+                        auth,
                         shared: None,
                     }));
                 }
                 Event::Accepted { id } => self.finish_open(id, Ok(())),
-                Event::Refused { id, code, message } => {
-                    self.finish_open(id, Err(OpenError::Refused { code, message }))
-                }
+                Event::Refused {
+                    id,
+                    code,
+                    message,
+                    error_code,
+                } => self.finish_open(
+                    id,
+                    Err(OpenError::Refused {
+                        code,
+                        message,
+                        error_code,
+                    }),
+                ),
                 Event::Data { id, data } => {
                     if let Some(s) = self.streams.get_mut(&id) {
                         s.push(data);
@@ -188,6 +206,7 @@ impl State {
                         Err(OpenError::Refused {
                             code: RefuseCode::Unspecified,
                             message: "closed while opening".into(),
+                            error_code: String::new(),
                         }),
                     );
                 }
@@ -340,12 +359,22 @@ impl Tunnel {
 
     /// Opens a stream of `kind` to `target` and waits for the peer's answer.
     pub async fn open(&self, kind: StreamKind, target: &str) -> Result<Stream, OpenError> {
+        self.open_with_auth(kind, target, None).await
+    }
+
+    /// [`Tunnel::open`] with credentials for the endpoint (console streams).
+    pub async fn open_with_auth(
+        &self,
+        kind: StreamKind,
+        target: &str,
+        auth: Option<pb::BmcAuth>,
+    ) -> Result<Stream, OpenError> {
         let id = {
             let mut st = self.shared.lock();
             if let Some(err) = &st.closed {
                 return Err(OpenError::Connection(err.clone()));
             }
-            let id = st.mux.open(kind, target)?;
+            let id = st.mux.open_with_auth(kind, target, auth)?;
             st.streams.insert(id, RecvState::default());
             st.opening.insert(id, OpenState::Waiting(None));
             st.wake_driver();
@@ -495,6 +524,7 @@ pub struct PendingStream {
     id: StreamId,
     kind: StreamKind,
     target: String,
+    auth: Option<pb::BmcAuth>,
     shared: Option<Arc<Shared>>,
 }
 
@@ -510,6 +540,10 @@ impl PendingStream {
     /// The endpoint the peer asks for.
     pub fn target(&self) -> &str {
         &self.target
+    }
+    /// Takes the credentials the opener sent for the endpoint, if any.
+    pub fn take_auth(&mut self) -> Option<pb::BmcAuth> {
+        self.auth.take()
     }
 
     /// Accepts the stream.
@@ -528,16 +562,22 @@ impl PendingStream {
     }
 
     /// Refuses the stream with a code and a reason for the peer.
-    pub fn refuse(mut self, code: RefuseCode, message: &str) {
+    pub fn refuse(self, code: RefuseCode, message: &str) {
+        self.refuse_with_code(code, "", message)
+    }
+
+    /// [`PendingStream::refuse`] with a stable machine-readable detail such as
+    /// `bmc_auth_failed`.
+    pub fn refuse_with_code(mut self, code: RefuseCode, error_code: &str, message: &str) {
         if let Some(shared) = self.shared.take() {
-            refuse(&shared, self.id, code, message);
+            refuse(&shared, self.id, code, error_code, message);
         }
     }
 }
 
-fn refuse(shared: &Shared, id: StreamId, code: RefuseCode, message: &str) {
+fn refuse(shared: &Shared, id: StreamId, code: RefuseCode, error_code: &str, message: &str) {
     let mut st = shared.lock();
-    let _ = st.mux.refuse(id, code, message);
+    let _ = st.mux.refuse_with_code(id, code, error_code, message);
     st.streams.remove(&id);
     st.wake_driver();
 }
@@ -545,7 +585,13 @@ fn refuse(shared: &Shared, id: StreamId, code: RefuseCode, message: &str) {
 impl Drop for PendingStream {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
-            refuse(&shared, self.id, RefuseCode::Unspecified, "not answered");
+            refuse(
+                &shared,
+                self.id,
+                RefuseCode::Unspecified,
+                "",
+                "not answered",
+            );
         }
     }
 }

@@ -249,7 +249,7 @@ fn refuse_surfaces_as_open_error() {
         };
         let (res, ()) = future::zip(s.gw.open(StreamKind::Tcp, "10.9.9.9:22"), refuse).await;
         match res {
-            Err(OpenError::Refused { code, message }) => {
+            Err(OpenError::Refused { code, message, .. }) => {
                 assert_eq!(code, RefuseCode::Forbidden);
                 assert_eq!(message, "not on the inventory");
             }
@@ -301,6 +301,8 @@ fn inventory_reaches_the_peer() {
             endpoints: vec![pb::Endpoint {
                 url: "vnc://10.0.0.5:5900".into(),
                 reachable: true,
+                source: 0,
+                cert_sha256: Default::default(),
             }],
         };
         s.ag.send_inventory(report.clone());
@@ -319,6 +321,8 @@ fn only_the_latest_queued_inventory_is_kept() {
             endpoints: vec![pb::Endpoint {
                 url: format!("vnc://10.0.0.{n}:5900"),
                 reachable: false,
+                source: 0,
+                cert_sha256: Default::default(),
             }],
         };
         for n in 1..=50 {

@@ -9,7 +9,9 @@
 //! - `GET /metrics` (Prometheus text)
 //! - `GET /api/v1/agents`, `GET /api/v1/agents/{id}`
 //! - `GET /api/v1/relays`, `POST /api/v1/relays`, `DELETE /api/v1/relays/{id}`
+//! - `POST /api/v1/agents/{id}/power`, `.../bmc-info`, `.../boot-device` (see [`bmc`])
 
+pub mod bmc;
 mod error;
 
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -27,7 +29,8 @@ pub use error::ApiError;
 
 use crate::metrics::Metrics;
 use crate::registry::{AgentView, Registry};
-use crate::relay::{RelayInfo, Relays};
+use crate::relay::{RelayInfo, RelaySpec, Relays};
+use outband_proto::pb::StreamKind;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -55,6 +58,9 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/agents", get(list_agents))
         .route("/api/v1/agents/{id}", get(get_agent))
+        .route("/api/v1/agents/{id}/power", post(bmc::power))
+        .route("/api/v1/agents/{id}/bmc-info", post(bmc::bmc_info))
+        .route("/api/v1/agents/{id}/boot-device", post(bmc::boot_device))
         .route("/api/v1/relays", get(list_relays).post(create_relay))
         .route("/api/v1/relays/{id}", delete(delete_relay))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
@@ -148,7 +154,7 @@ async fn get_agent(
         .ok_or_else(|| agent_not_found(&id))
 }
 
-fn agent_not_found(id: &str) -> ApiError {
+pub(crate) fn agent_not_found(id: &str) -> ApiError {
     ApiError::not_found(
         "agent_not_found",
         format!("agent {id:?} is not connected to this gateway"),
@@ -167,6 +173,27 @@ pub struct CreateRelay {
     pub agent_id: String,
     /// The endpoint the agent connects to, e.g. `vnc://127.0.0.1:5901`.
     pub target: String,
+    /// `tcp` (default: raw relay), `vnc` (the agent logs in to the BMC's VNC server
+    /// with `auth` and offers the client security type None) or `serial` (IPMI SOL or
+    /// WebSocket serial).
+    #[serde(default)]
+    pub kind: RelayKind,
+    /// BMC credentials for `vnc` and `serial`.
+    #[serde(default)]
+    pub auth: Option<bmc::AuthBody>,
+}
+
+/// Relay stream kinds by API name.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayKind {
+    /// Raw TCP.
+    #[default]
+    Tcp,
+    /// VNC with the BMC login done by the agent.
+    Vnc,
+    /// Serial console.
+    Serial,
 }
 
 async fn create_relay(
@@ -189,9 +216,20 @@ async fn create_relay(
             format!("at most {MAX_RELAYS} relays may be open; delete one first"),
         ));
     }
+    let kind = match req.kind {
+        RelayKind::Tcp => StreamKind::Tcp,
+        RelayKind::Vnc => StreamKind::Vnc,
+        RelayKind::Serial => StreamKind::Serial,
+    };
+    let auth = req.auth.map(bmc::AuthBody::into_pb).transpose()?;
     let info = s
         .relays
-        .create(&req.agent_id, &req.target)
+        .create(RelaySpec {
+            agent_id: req.agent_id,
+            kind,
+            target: req.target,
+            auth,
+        })
         .await
         .map_err(|e| ApiError::internal(format!("binding relay listener: {e}")))?;
     Ok((StatusCode::CREATED, Json(info)))
