@@ -10,7 +10,10 @@
 //! - [`bins`]: finds (and builds once per test run) the gateway and agent binaries.
 //! - [`gateway`] and [`agent`]: start the two binaries with the CLI they document, and
 //!   a small client for the gateway's HTTP API.
-//! - [`qemu`]: QEMU as a real VNC server (SeaBIOS screen).
+//! - [`qemu`]: QEMU as a real VNC server (SeaBIOS screen), optionally with a VNC
+//!   password and QEMU's own WebSocket port.
+//! - [`websockify`]: websockify (optionally TLS with a fresh certificate, optionally
+//!   Basic auth) as a real WebSocket server in front of a TCP port.
 //! - [`rfb`]: a minimal blocking RFB (VNC) client to check a relay byte for byte.
 //! - [`screen`]: PNG decoding and picture comparison that tolerates the blinking cursor.
 //! - [`fake_agent`]: a hostile TLS peer that speaks just enough of the agent protocol to
@@ -38,9 +41,11 @@ pub mod qemu;
 pub mod rfb;
 pub mod screen;
 pub mod wait;
+pub mod websockify;
 
 pub use agent::{Agent, AgentOptions};
 pub use context::TestContext;
 pub use gateway::{Gateway, GatewayOptions};
 pub use process::Proc;
-pub use qemu::QemuVnc;
+pub use qemu::{QemuVnc, QemuVncOptions};
+pub use websockify::{Websockify, WebsockifyOptions};

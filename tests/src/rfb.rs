@@ -1,5 +1,5 @@
-//! A minimal blocking RFB 3.8 (VNC) client: handshake with security type None,
-//! ServerInit, and full-screen raw framebuffer updates. Enough to check that a relay
+//! A minimal blocking RFB 3.8 (VNC) client: handshake with security type None (or
+//! VNC Authentication when given a password), ServerInit, and full-screen raw framebuffer updates. Enough to check that a relay
 //! carries a real VNC session byte for byte.
 
 use std::io::{Read, Write};
@@ -10,6 +10,8 @@ use anyhow::Context as _;
 
 /// Security type "None".
 const SEC_NONE: u8 = 1;
+/// Security type "VNC Authentication".
+const SEC_VNC_AUTH: u8 = 2;
 
 /// A connected RFB session after ServerInit.
 #[derive(Debug)]
@@ -47,6 +49,15 @@ pub struct Framebuffer {
 impl RfbClient {
     /// Connects and runs the handshake up to ServerInit (security None, shared).
     pub fn connect(addr: SocketAddr, timeout: Duration) -> anyhow::Result<RfbClient> {
+        Self::connect_with_password(addr, timeout, None)
+    }
+
+    /// Like [`RfbClient::connect`], with VNC Authentication when `password` is given.
+    pub fn connect_with_password(
+        addr: SocketAddr,
+        timeout: Duration,
+        password: Option<&str>,
+    ) -> anyhow::Result<RfbClient> {
         let mut s = TcpStream::connect_timeout(&addr, timeout)
             .with_context(|| format!("connect {addr}"))?;
         s.set_read_timeout(Some(timeout))?;
@@ -64,11 +75,21 @@ impl RfbClient {
             anyhow::bail!("server refused the connection: {reason}");
         }
         let security_types = read_n(&mut s, n.into()).context("read security types")?;
-        anyhow::ensure!(
-            security_types.contains(&SEC_NONE),
-            "server offers no security type None: {security_types:?}"
-        );
-        s.write_all(&[SEC_NONE])?;
+        match password {
+            Some(pw) if security_types.contains(&SEC_VNC_AUTH) => {
+                s.write_all(&[SEC_VNC_AUTH])?;
+                let challenge: [u8; 16] = read_array(&mut s).context("read VNC challenge")?;
+                let response = outband_console::rfb::vnc_auth::response(pw.as_bytes(), &challenge);
+                s.write_all(&response)?;
+            }
+            _ => {
+                anyhow::ensure!(
+                    security_types.contains(&SEC_NONE),
+                    "server offers no security type None: {security_types:?}"
+                );
+                s.write_all(&[SEC_NONE])?;
+            }
+        }
         let result = u32::from_be_bytes(read_array(&mut s).context("read SecurityResult")?);
         if result != 0 {
             let reason = read_reason(&mut s).unwrap_or_default();

@@ -84,7 +84,10 @@ where
         value.set_sensitive(true);
         request.headers_mut().insert(name, value);
     }
+    // write_buffer_size 0: every message goes to the socket at once, so an interactive
+    // relay that does not flush after each write still moves keystrokes.
     let config = WebSocketConfig::default()
+        .write_buffer_size(0)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
         .max_write_buffer_size(4 * MAX_MESSAGE);
