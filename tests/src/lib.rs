@@ -16,6 +16,7 @@
 //!   Basic auth) as a real WebSocket server in front of a TCP port.
 //! - [`rfb`]: a minimal blocking RFB (VNC) client to check a relay byte for byte.
 //! - [`screen`]: PNG decoding and picture comparison that tolerates the blinking cursor.
+//! - [`sushy`]: sushy-tools' Redfish emulator over HTTPS with a known certificate pin.
 //! - [`fake_agent`]: a hostile TLS peer that speaks just enough of the agent protocol to
 //!   send malformed frames.
 //! - [`net`]: free ports, a TCP echo target, reading until the peer closes.
@@ -40,6 +41,7 @@ pub mod process;
 pub mod qemu;
 pub mod rfb;
 pub mod screen;
+pub mod sushy;
 pub mod wait;
 pub mod websockify;
 
