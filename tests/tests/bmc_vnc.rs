@@ -25,12 +25,16 @@ const T: Duration = Duration::from_secs(15);
 const VNCDO: &str = "/opt/outband-venv/bin/vncdo";
 const PASSWORD: &str = "SECRET";
 
+/// How one relayed connection ended: the BMC security type used, or the error code
+/// and message.
+type Outcome = Result<u8, (String, String)>;
+
 /// The agent's VNC path in miniature: for each TCP connection, `connect_bmc` (a
 /// failure closes the connection without a byte), then `serve_front`, then a plain
 /// copy both ways. Records each connection's outcome.
 struct Relay {
     addr: SocketAddr,
-    outcomes: Arc<Mutex<Vec<Result<u8, (String, String)>>>>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
     _task: smol::Task<()>,
 }
 
@@ -59,17 +63,14 @@ impl Relay {
 
     /// Waits for the outcome of the `n`th connection (0-based): the BMC security type
     /// used, or the error code and message.
-    fn outcome(&self, n: usize) -> anyhow::Result<Result<u8, (String, String)>> {
+    fn outcome(&self, n: usize) -> anyhow::Result<Outcome> {
         outband_e2e::wait::wait_for("relay outcome", T, || {
             self.outcomes.lock().unwrap().get(n).cloned()
         })
     }
 }
 
-async fn relay_one(
-    mut front: smol::net::TcpStream,
-    target: &VncTarget,
-) -> Result<u8, (String, String)> {
+async fn relay_one(mut front: smol::net::TcpStream, target: &VncTarget) -> Outcome {
     let fail = |e: Error| (e.code().to_owned(), e.to_string());
     let bmc = connect_bmc(target, T).await.map_err(fail)?;
     let sec = bmc.security_type();
