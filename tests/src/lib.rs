@@ -17,6 +17,8 @@
 //! - [`rfb`]: a minimal blocking RFB (VNC) client to check a relay byte for byte.
 //! - [`screen`]: PNG decoding and picture comparison that tolerates the blinking cursor.
 //! - [`sushy`]: sushy-tools' Redfish emulator over HTTPS with a known certificate pin.
+//! - [`ipmi_sim`] and [`pyghmi`]: the two real IPMI BMC simulators (OpenIPMI ipmi_sim
+//!   with chassis script and SOL backend; pyghmi's Bmc subclassed) and `ipmitool`.
 //! - [`fake_agent`]: a hostile TLS peer that speaks just enough of the agent protocol to
 //!   send malformed frames.
 //! - [`net`]: free ports, a TCP echo target, reading until the peer closes.
@@ -36,8 +38,10 @@ pub mod bins;
 pub mod context;
 pub mod fake_agent;
 pub mod gateway;
+pub mod ipmi_sim;
 pub mod net;
 pub mod process;
+pub mod pyghmi;
 pub mod qemu;
 pub mod rfb;
 pub mod screen;

@@ -1,0 +1,282 @@
+//! OpenIPMI `ipmi_sim` as a real IPMI 2.0 BMC: a `lan.conf` on a free UDP port, an
+//! emulator commands file, a `chassis.sh` that keeps the power state in a file and
+//! logs every action, and a TCP server behind SOL (a banner, then echo). Also the
+//! `ipmitool` reference client used to cross-check it.
+
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::context::TestContext;
+use crate::process::Proc;
+use crate::wait::wait_for;
+
+/// User name configured on the simulated BMCs.
+pub const USER: &str = "admin";
+/// Password configured on the simulated BMCs.
+pub const PASSWORD: &str = "password";
+/// The banner the SOL backing server sends on each connection.
+pub const SOL_BANNER: &[u8] = b"outband-sol-ready\r\n";
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("bind UDP 127.0.0.1:0")
+}
+
+/// Sends RMCP presence pings to `addr` until a pong comes back, or fails after
+/// `timeout`.
+pub fn wait_rmcp_pong(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    sock.set_read_timeout(Some(Duration::from_millis(50)))?;
+    wait_for(&format!("RMCP presence pong from {addr}"), timeout, || {
+        sock.send_to(&outband_ipmi::asf::presence_ping(1), addr)
+            .ok()?;
+        let mut buf = [0u8; 64];
+        let (n, _) = sock.recv_from(&mut buf).ok()?;
+        outband_ipmi::asf::parse_pong(&buf[..n]).ok()
+    })
+    .map(drop)
+}
+
+/// A TCP server on 127.0.0.1 that sends [`SOL_BANNER`] to each connection and echoes
+/// what it receives (the serial port behind ipmi_sim's SOL). Stops on drop.
+#[derive(Debug)]
+pub struct SolBackend {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SolBackend {
+    /// Starts the server on a free port.
+    pub fn start() -> anyhow::Result<SolBackend> {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind SOL backend")?;
+        l.set_nonblocking(true)?;
+        let addr = l.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((mut c, _)) => {
+                        let s = s.clone();
+                        std::thread::spawn(move || {
+                            let _ = c.set_nonblocking(false);
+                            let _ = c.set_read_timeout(Some(Duration::from_millis(100)));
+                            if c.write_all(SOL_BANNER).is_err() {
+                                return;
+                            }
+                            let mut buf = [0u8; 4096];
+                            while !s.load(Ordering::Relaxed) {
+                                match c.read(&mut buf) {
+                                    Ok(0) => return,
+                                    Ok(n) => {
+                                        if c.write_all(&buf[..n]).is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Err(e)
+                                        if matches!(
+                                            e.kind(),
+                                            std::io::ErrorKind::WouldBlock
+                                                | std::io::ErrorKind::TimedOut
+                                        ) => {}
+                                    Err(_) => return,
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Ok(SolBackend {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for SolBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A running `ipmi_sim` with user `admin`/`password` (admin privilege), cipher suites
+/// 0-3 and 6 (it does not answer Get Channel Cipher Suites).
+#[derive(Debug)]
+pub struct IpmiSim {
+    port: u16,
+    dir: PathBuf,
+    proc: Proc,
+    sol: SolBackend,
+}
+
+impl IpmiSim {
+    /// Writes the config into `<test dir>/ipmi_sim/` and starts the simulator; ready
+    /// when it answers an RMCP presence ping.
+    pub fn start(ctx: &TestContext) -> anyhow::Result<IpmiSim> {
+        let dir = ctx.subdir("ipmi_sim");
+        let state = dir.join("state");
+        std::fs::create_dir_all(&state)?;
+        let sol = SolBackend::start()?;
+        let chassis = dir.join("chassis.sh");
+        std::fs::write(
+            &chassis,
+            format!(
+                "#!/bin/sh\n\
+                 # Called by ipmi_sim: `get power` or `set power 0|1`, `set reset 1`, ...\n\
+                 D='{}'\n\
+                 if [ \"$1\" = get ]; then\n\
+                 \x20 echo \"power:$(cat \"$D/power\" 2>/dev/null || echo 0)\"\n\
+                 else\n\
+                 \x20 shift\n\
+                 \x20 while [ $# -ge 2 ]; do\n\
+                 \x20   [ \"$1\" = power ] && echo \"$2\" > \"$D/power\"\n\
+                 \x20   echo \"$1 $2\" >> \"$D/actions\"\n\
+                 \x20   shift 2\n\
+                 \x20 done\n\
+                 fi\n",
+                dir.display()
+            ),
+        )?;
+        std::fs::set_permissions(&chassis, std::fs::Permissions::from_mode(0o755))?;
+        let port = free_udp_port();
+        let conf = dir.join("lan.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "name \"simbmc\"\n\
+                 set_working_mc 0x20\n\
+                 \x20 startlan 1\n\
+                 \x20   addr 127.0.0.1 {port}\n\
+                 \x20   priv_limit admin\n\
+                 \x20   allowed_auths_callback none md2 md5 straight\n\
+                 \x20   allowed_auths_user none md2 md5 straight\n\
+                 \x20   allowed_auths_operator none md2 md5 straight\n\
+                 \x20   allowed_auths_admin none md2 md5 straight\n\
+                 \x20   guid a123456789abcdefa123456789abcdef\n\
+                 \x20 endlan\n\
+                 \x20 chassis_control \"{}\"\n\
+                 \x20 sol \"tcp:{}\" 115200\n\
+                 \x20 user 1 true  \"\"      \"test\"     user  10  none md2 md5 straight\n\
+                 \x20 user 2 true  \"{USER}\" \"{PASSWORD}\" admin 10  none md2 md5 straight\n",
+                chassis.display(),
+                sol.addr()
+            ),
+        )?;
+        let emu = dir.join("sim.emu");
+        std::fs::write(
+            &emu,
+            "mc_setbmc 0x20\n\
+             mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n\
+             sel_enable 0x20 1000 0x0a\n\
+             mc_enable 0x20\n",
+        )?;
+        let proc = Proc::spawn(
+            ctx,
+            "ipmi_sim",
+            Path::new("/usr/bin/ipmi_sim"),
+            [
+                "-c".as_ref(),
+                conf.as_os_str(),
+                "-f".as_ref(),
+                emu.as_os_str(),
+                "-s".as_ref(),
+                state.as_os_str(),
+                "-n".as_ref(),
+            ],
+        )?;
+        let sim = IpmiSim {
+            port,
+            dir,
+            proc,
+            sol,
+        };
+        wait_rmcp_pong(sim.addr(), Duration::from_secs(10))?;
+        Ok(sim)
+    }
+
+    /// The BMC's UDP address.
+    pub fn addr(&self) -> SocketAddr {
+        (Ipv4Addr::LOCALHOST, self.port).into()
+    }
+
+    /// The UDP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The TCP server behind SOL.
+    pub fn sol_backend(&self) -> &SolBackend {
+        &self.sol
+    }
+
+    /// The power state chassis.sh keeps (false until first powered on).
+    pub fn power_on(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("power")).is_ok_and(|s| s.trim() == "1")
+    }
+
+    /// Every `set` chassis.sh was called with, one "NAME VALUE" per line.
+    pub fn actions(&self) -> String {
+        std::fs::read_to_string(self.dir.join("actions")).unwrap_or_default()
+    }
+
+    /// The simulator process.
+    pub fn proc_mut(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+}
+
+/// Runs `ipmitool -I lanplus -C 3 -H 127.0.0.1 -p PORT -U admin -P password ARGS`
+/// with a 20 s limit and returns its stdout; fails with its stderr if it fails.
+pub fn ipmitool(port: u16, args: &[&str]) -> anyhow::Result<String> {
+    let port_s = port.to_string();
+    let out = Command::new("timeout")
+        .args([
+            "20",
+            "ipmitool",
+            "-I",
+            "lanplus",
+            "-C",
+            "3",
+            "-H",
+            "127.0.0.1",
+            "-p",
+        ])
+        .arg(&port_s)
+        .args(["-U", USER, "-P", PASSWORD, "-R", "2", "-N", "2"])
+        .args(args)
+        .output()
+        .context("run ipmitool")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "ipmitool {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
