@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use async_tungstenite::tungstenite::client::IntoClientRequest as _;
+use async_tungstenite::tungstenite::error::{ProtocolError, SubProtocolError};
 use async_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
@@ -53,12 +54,28 @@ impl<S> std::fmt::Debug for WsStream<S> {
     }
 }
 
+/// Why an upgrade failed.
+#[derive(Debug)]
+pub(crate) enum WsFail {
+    /// We asked for a subprotocol and the server chose none. RFC 6455 allows that,
+    /// tungstenite does not: the caller retries on a new connection without asking.
+    NoSubprotocol,
+    /// Anything else.
+    Other(Error),
+}
+
+impl From<Error> for WsFail {
+    fn from(e: Error) -> Self {
+        WsFail::Other(e)
+    }
+}
+
 /// Runs the client upgrade over `stream` (plain TCP or TLS).
 pub(crate) async fn connect<S>(
     stream: S,
     ep: &Endpoint,
     opts: WsOptions<'_>,
-) -> Result<WsStream<S>, Error>
+) -> Result<WsStream<S>, WsFail>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -97,12 +114,15 @@ where
             .map_err(|e| match e {
                 WsError::Http(resp) => {
                     let status = resp.status();
-                    fail(
+                    WsFail::Other(fail(
                         Some(status.as_u16()),
                         status.canonical_reason().unwrap_or("refused").to_owned(),
-                    )
+                    ))
                 }
-                e => fail(None, e.to_string()),
+                WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(
+                    SubProtocolError::NoSubProtocol,
+                )) => WsFail::NoSubprotocol,
+                e => WsFail::Other(fail(None, e.to_string())),
             })?;
     let (tx, rx) = ws.split();
     Ok(WsStream {
