@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod gateways;
 pub mod jwks;
 pub mod ops;
 pub mod servers;

@@ -183,7 +183,21 @@ pub async fn authorize(
     action: Action,
     on: On<'_>,
 ) -> Result<Scope, ApiError> {
-    let denial = match decide(&user.user, action, on) {
+    authorize_user(m, &user.user, &user.source_ip, None, action, on).await
+}
+
+/// [`authorize`] for a user identified some other way than a bearer token of this
+/// request (a gateway asking on the user's behalf: `via` names the gateway in the
+/// audit entry).
+pub async fn authorize_user(
+    m: &Manager,
+    user: &UserRow,
+    source_ip: &str,
+    via: Option<&str>,
+    action: Action,
+    on: On<'_>,
+) -> Result<Scope, ApiError> {
+    let denial = match decide(user, action, on) {
         Ok(scope) => return Ok(scope),
         Err(d) => d,
     };
@@ -196,14 +210,15 @@ pub async fn authorize(
         On::Object { id, .. } => id.to_owned(),
         _ => action.name().to_owned(),
     };
+    let via = via.map(|g| format!(" via {g}")).unwrap_or_default();
     m.audit(NewAudit {
         action: "authz",
         outcome: "denied",
-        actor_id: Some(user.user.id.clone()),
-        actor_email: Some(user.user.email.clone()),
-        source_ip: Some(user.source_ip.clone()),
+        actor_id: Some(user.id.clone()),
+        actor_email: Some(user.email.clone()),
+        source_ip: Some(source_ip.to_owned()),
         target: Some(target),
-        detail: Some(format!("{} {reason}", action.name())),
+        detail: Some(format!("{} {reason}{via}", action.name())),
         ..NewAudit::default()
     })
     .await?;

@@ -43,6 +43,8 @@ pub enum ErrorCode {
     Conflict,
     /// Route exists, method does not.
     MethodNotAllowed,
+    /// Gateway credentials over plain HTTP on a non-loopback listener.
+    InsecureTransport,
     /// Body over the limit.
     PayloadTooLarge,
     /// Overloaded (password hashing saturated); retry later.
@@ -68,6 +70,7 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::InsecureTransport => "insecure_transport",
             ErrorCode::Busy => "busy",
             ErrorCode::Internal => "internal",
         }
@@ -82,9 +85,10 @@ impl ErrorCode {
             | ErrorCode::InvalidToken
             | ErrorCode::InvalidRefreshToken => StatusCode::UNAUTHORIZED,
             ErrorCode::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Forbidden | ErrorCode::WrongPassword | ErrorCode::PasswordChangeRequired => {
-                StatusCode::FORBIDDEN
-            }
+            ErrorCode::Forbidden
+            | ErrorCode::WrongPassword
+            | ErrorCode::PasswordChangeRequired
+            | ErrorCode::InsecureTransport => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod password;
 pub mod secrets;
 pub mod serve;
+pub mod session_authz;
 pub mod store;
 pub mod users;
 
@@ -149,6 +150,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ManagerError> {
     config.validate()?;
+    let mut config = config;
+    // The address actually bound (decides whether plain HTTP is acceptable for
+    // gateway credentials: only on loopback).
+    if let Ok(addr) = listener.local_addr() {
+        config.listen = addr;
+    }
     let store = open_store(&config.database).await?;
     let clock = Clock::default();
     if config.bootstrap_admin

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod bearer;
 pub mod extract;
+pub mod gateways;
 pub mod openapi;
 pub mod ops;
 pub mod servers;
@@ -45,6 +46,21 @@ pub fn router(manager: Arc<Manager>) -> Router {
             post(tenants::create_tenant).get(tenants::list_tenants),
         )
         .route("/api/v1/tenants/{tenant_id}", get(tenants::get_tenant))
+        .route(
+            "/api/v1/gateways",
+            post(gateways::create_gateway).get(gateways::list_gateways),
+        )
+        .route(
+            "/api/v1/gateways/{gateway_id}/credential",
+            post(gateways::new_gateway_credential),
+        )
+        .route("/api/v1/gateway/register", post(gateways::register))
+        .route("/api/v1/gateway/heartbeat", post(gateways::heartbeat))
+        .route(
+            "/api/v1/gateway/session-authz",
+            post(gateways::session_authz),
+        )
+        .route("/api/v1/gateway/revocations", get(gateways::revocations))
         .route(
             "/api/v1/servers",
             post(servers::create_server).get(servers::list_servers),

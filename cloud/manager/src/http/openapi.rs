@@ -29,6 +29,13 @@ use utoipa::{Modify, OpenApi};
         super::servers::get_server,
         super::servers::update_server,
         super::servers::delete_server,
+        super::gateways::create_gateway,
+        super::gateways::list_gateways,
+        super::gateways::new_gateway_credential,
+        super::gateways::register,
+        super::gateways::heartbeat,
+        super::gateways::session_authz,
+        super::gateways::revocations,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -36,6 +43,8 @@ use utoipa::{Modify, OpenApi};
         (name = "admin", description = "Global administration"),
         (name = "tenants", description = "Tenants (customers), their users and roles"),
         (name = "servers", description = "Inventory: servers, BMC endpoints, write-only credentials"),
+        (name = "gateways", description = "Gateway administration (global admins)"),
+        (name = "gateway", description = "Calls a registered gateway makes (gateway token)"),
         (name = "ops", description = "Health, metrics, keys, this document"),
     )
 )]
@@ -52,6 +61,15 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "gateway",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("obg_ gateway token")
                     .build(),
             ),
         );

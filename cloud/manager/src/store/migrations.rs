@@ -37,6 +37,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0004_servers.sql"),
         include_str!("../../migrations/postgres/0004_servers.sql"),
     ),
+    (
+        5,
+        "gateways",
+        include_str!("../../migrations/sqlite/0005_gateways.sql"),
+        include_str!("../../migrations/postgres/0005_gateways.sql"),
+    ),
 ];
 
 /// The migrator for `backend`.

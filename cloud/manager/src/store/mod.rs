@@ -17,6 +17,7 @@
 //! advisory lock.
 
 pub mod audit;
+pub mod gateways;
 pub mod housekeeping;
 pub mod keys;
 pub mod migrations;

@@ -179,4 +179,47 @@ impl Store {
         .await?;
         Ok(row.try_get::<i64, _>("n")? == 1)
     }
+
+    /// The user of a live session (not revoked, not expired).
+    pub async fn session_user(
+        &self,
+        session_id: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_id FROM sessions \
+             WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(session_id)
+        .bind(now)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| r.try_get("user_id")).transpose()?)
+    }
+
+    /// Sessions revoked at or after `since`, oldest first, at most `limit`.
+    pub async fn revoked_since(
+        &self,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, revoked_at FROM sessions WHERE revoked_at >= $1 \
+             ORDER BY revoked_at, id LIMIT $2",
+        )
+        .bind(since)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("user_id")?,
+                    r.try_get("revoked_at")?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
 }

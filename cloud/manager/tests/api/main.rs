@@ -8,6 +8,7 @@ mod pg;
 mod ctx;
 
 mod audit;
+mod gateways;
 mod jwt_attacks;
 mod keys;
 mod login;
