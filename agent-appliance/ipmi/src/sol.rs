@@ -16,6 +16,8 @@ const OP_BREAK: u8 = 0x10;
 const NACK: u8 = 0x40;
 /// Status bit from the BMC: character transfer unavailable.
 const STATUS_UNAVAILABLE: u8 = 0x20;
+/// Characters per packet when the BMC reports no usable payload size.
+const DEFAULT_CHUNK: usize = 128;
 /// Status bit from the BMC: SOL deactivating.
 const STATUS_DEACTIVATING: u8 = 0x10;
 
@@ -54,7 +56,13 @@ impl SolState {
     /// Activate Payload), retransmitting after `timeout` up to `retries` times.
     pub fn new(inbound_max: u16, timeout: Duration, retries: u32) -> SolState {
         // 4 header bytes; the accepted count is one byte, so at most 255 characters.
-        let max_chunk = (inbound_max as usize).saturating_sub(4).clamp(1, 255);
+        // A size too small to carry a header is bogus (pyghmi reports 1, meaning
+        // 256 in the wrong byte order): assume a modest packet then.
+        let max_chunk = if inbound_max <= 4 {
+            DEFAULT_CHUNK
+        } else {
+            (inbound_max as usize - 4).min(255)
+        };
         SolState {
             max_chunk,
             tx: VecDeque::new(),
@@ -323,6 +331,17 @@ mod tests {
         s.handle_payload(&[0, 0, 0, STATUS_DEACTIVATING], later);
         assert!(s.deactivating());
         s.handle_payload(&[1, 2], later); // too short: ignored
+    }
+
+    #[test]
+    fn bogus_payload_size_uses_default_chunk() {
+        let now = Instant::now();
+        let mut s = SolState::new(1, T, 1);
+        s.write(&[b'z'; 300]);
+        assert_eq!(s.poll_payload(now).unwrap().len(), 4 + DEFAULT_CHUNK);
+        let mut s = SolState::new(1000, T, 1);
+        s.write(&[b'z'; 300]);
+        assert_eq!(s.poll_payload(now).unwrap().len(), 4 + 255);
     }
 
     #[test]
