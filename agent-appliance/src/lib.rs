@@ -9,6 +9,7 @@
 //! - [`identity`]: the persistent key, agent id, pairing code, client certificate.
 //! - [`tls`]: the rustls client configuration and gateway trust (CA pin).
 //! - [`connect`]: dial loop, hello exchange, backoff policy use.
+//! - [`discovery`]: BMC discovery on configured ranges (RMCP ping, Redfish probe).
 //! - [`backoff`]: exponential backoff with full jitter (pure).
 //! - [`relay`]: stream opens, BMC relays, requests, inventory.
 //! - [`target`]: endpoint parsing and the allow-list.
@@ -22,6 +23,7 @@
 pub mod backoff;
 pub mod config;
 pub mod connect;
+pub mod discovery;
 pub mod identity;
 pub mod log;
 pub mod relay;
