@@ -27,6 +27,7 @@ async fn bulk_server(bytes: usize, ws: bool) -> SocketAddr {
             smol::spawn(async move {
                 if ws {
                     // Choose the `binary` subprotocol, as QEMU and websockify do.
+                    #[allow(clippy::result_large_err)] // tungstenite's callback signature
                     let choose = |_: &Request, mut resp: Response| {
                         resp.headers_mut()
                             .insert("sec-websocket-protocol", "binary".parse().expect("value"));
