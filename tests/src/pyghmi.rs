@@ -27,6 +27,7 @@ class FakeBmc(bmc.Bmc):
         self.power = 'off'
         self.boot = 'default'
         self.iohandler = self.echo
+        self.early = b''
 
     def record(self, what):
         with open(LOG, 'a') as f:
@@ -64,7 +65,18 @@ class FakeBmc(bmc.Bmc):
         self.boot = bootdevice
         self.record('boot ' + str(bootdevice))
 
+    def activate_payload(self, request, session):
+        super().activate_payload(request, session)
+        # pyghmi hands over SOL input that arrives while it is still setting up the
+        # console (before self.sol is set): echo it now.
+        if self.sol is not None and self.early:
+            data, self.early = self.early, b''
+            self.echo(data)
+
     def echo(self, data):
+        if self.sol is None:
+            self.early += bytes(data)
+            return
         # A client that goes away mid-SOL must not crash the BMC.
         try:
             self.sol.send_data(data)

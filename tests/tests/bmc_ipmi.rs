@@ -327,3 +327,61 @@ fn pyghmi_sol_echo_and_wrong_password() {
         Ok(())
     })
 }
+
+#[test]
+fn ipmi_sim_sol_relay_and_dead_bmc_detected() {
+    TestContext::run("ipmi_sim_sol_relay", |ctx| {
+        let mut sim = IpmiSim::start(ctx)?;
+        // relay(): a TCP client on one side, SOL (echoed by the backend) on the other.
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let front = listener.local_addr()?;
+        let s = open(sim.addr(), &opts())?;
+        let sol = smol::block_on(s.sol())?;
+        let relay = std::thread::spawn(move || {
+            smol::block_on(async {
+                let (stream, _) = smol::net::TcpListener::try_from(listener)?.accept().await?;
+                sol.relay(stream).await.map_err(anyhow::Error::from)
+            })
+        });
+        let mut client = std::net::TcpStream::connect(front)?;
+        client.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let line = b"through the relay\r\n";
+        std::io::Write::write_all(&mut client, line)?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while !got.windows(line.len()).any(|w| w == line) {
+            let n = std::io::Read::read(&mut client, &mut buf)?;
+            ensure!(
+                n > 0,
+                "relay closed early; got {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        // Closing the client ends the relay, which deactivates SOL and closes.
+        drop(client);
+        relay
+            .join()
+            .map_err(|_| anyhow::anyhow!("relay thread panicked"))??;
+
+        // A BMC that freezes while SOL is idle: the keepalive notices, the pending
+        // read fails with a timeout instead of waiting forever.
+        let mut o = opts();
+        o.keepalive = Duration::from_millis(300);
+        let s = open(sim.addr(), &o)?;
+        let mut sol = smol::block_on(s.sol())?;
+        sim.proc_mut().stop()?;
+        let t = Instant::now();
+        let mut buf = [0u8; 64];
+        let r = smol::block_on(sol.read(&mut buf));
+        let took = t.elapsed();
+        sim.proc_mut().cont()?;
+        let e = r.err().context("read from a frozen BMC returned data")?;
+        ensure!(e.kind() == ErrorKind::Timeout, "{e}");
+        ensure!(
+            took < o.keepalive + o.timeout * (o.retries + 1) + Duration::from_secs(1),
+            "took {took:?}"
+        );
+        Ok(())
+    })
+}

@@ -66,6 +66,10 @@ pub struct Options {
     /// How long to wait for Get Channel Cipher Suites before trying the suites in
     /// order (skipped when only one suite is acceptable).
     pub cipher_query_timeout: Duration,
+    /// While SOL is active, send a keepalive after this long without traffic: keeps
+    /// the BMC from closing an idle session and notices a BMC that went away
+    /// (a pending SOL read then fails with a timeout instead of waiting forever).
+    pub keepalive: Duration,
 }
 
 impl Default for Options {
@@ -77,6 +81,7 @@ impl Default for Options {
             allow_ipmi15: false,
             privilege: Privilege::Administrator,
             cipher_query_timeout: Duration::from_millis(300),
+            keepalive: Duration::from_secs(20),
         }
     }
 }
@@ -134,6 +139,7 @@ impl Session {
             timeout: opts.timeout,
             retries: opts.retries,
             cipher_query_timeout: opts.cipher_query_timeout,
+            keepalive: opts.keepalive,
         };
         let conn = Connection::new(cfg, entropy(), Instant::now());
         let mut s = Session {
@@ -282,11 +288,10 @@ impl Session {
             }
         };
         tracing::debug!(?act, "SOL active");
-        self.conn.start_sol(SolState::new(
-            act.inbound_max,
-            self.opts.timeout,
-            self.opts.retries,
-        ));
+        self.conn.start_sol(
+            SolState::new(act.inbound_max, self.opts.timeout, self.opts.retries),
+            Instant::now(),
+        );
         Ok(Sol { session: self })
     }
 

@@ -50,6 +50,9 @@ pub struct Config {
     /// How long to wait for Get Channel Cipher Suites before falling back to trying
     /// the suites in order (some BMCs never answer it).
     pub cipher_query_timeout: Duration,
+    /// While SOL is active, send a keepalive command after this long without traffic
+    /// (BMCs close idle sessions, and it detects a BMC that went away).
+    pub keepalive: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -137,6 +140,7 @@ pub struct Connection {
     response: Option<Result<Vec<u8>, Error>>,
     user_cmd: bool,
     sol: Option<SolState>,
+    last_activity: Option<Instant>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -177,6 +181,7 @@ impl Connection {
             response: None,
             user_cmd: false,
             sol: None,
+            last_activity: None,
         };
         if let Err(e) = c.check_config() {
             c.error = Some(e);
@@ -265,9 +270,14 @@ impl Connection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let p = self.pending.as_ref().map(|p| p.deadline);
         let s = self.sol.as_ref().and_then(|s| s.poll_timeout());
-        match (p, s) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        [p, s, self.keepalive_due()].into_iter().flatten().min()
+    }
+
+    fn keepalive_due(&self) -> Option<Instant> {
+        if self.sol.is_some() && self.pending.is_none() {
+            self.last_activity.map(|t| t + self.cfg.keepalive)
+        } else {
+            None
         }
     }
 
@@ -367,11 +377,8 @@ impl Connection {
                 .clone()
                 .unwrap_or_else(|| Error::protocol("session is not open")));
         }
-        if self.pending.is_some() && !self.user_cmd {
-            return Err(Error::protocol("the session is busy"));
-        }
-        // A command still pending here was abandoned by its caller: its late answer
-        // will not match the new rqSeq and is dropped.
+        // A command still pending here was abandoned by its caller (or is a
+        // keepalive): its late answer will not match the new rqSeq and is dropped.
         self.response = None;
         self.user_cmd = true;
         self.send_session_cmd(cmd, now);
@@ -443,6 +450,12 @@ impl Connection {
                 return;
             }
             self.flush_sol(now);
+        }
+        if self.keepalive_due().is_some_and(|t| now >= t) {
+            // Get Device ID as keepalive; its answer is discarded.
+            self.last_activity = Some(now);
+            self.send_session_cmd(commands::get_device_id(), now);
+            return;
         }
         let Some(p) = self.pending.as_mut() else {
             return;
@@ -576,6 +589,7 @@ impl Connection {
                     return Err(format!("session id {:#x} is not ours", p.session_id));
                 }
                 self.check_inbound_seq(p.seq)?;
+                self.last_activity = Some(now);
                 match p.payload_type {
                     payload::IPMI => self.on_session_response(&p.payload, now),
                     payload::SOL => match self.sol.as_mut() {
@@ -859,7 +873,7 @@ impl Connection {
         }
     }
 
-    fn on_session_response(&mut self, msg: &[u8], now: Instant) -> Result<(), String> {
+    fn on_session_response(&mut self, msg: &[u8], _now: Instant) -> Result<(), String> {
         let r = self.parse_response(msg)?;
         let Some(p) = self.pending.as_ref() else {
             return Err("response while nothing is pending".into());
@@ -896,6 +910,7 @@ impl Connection {
                     self.phase = Phase::Active;
                 }
             }
+            Phase::Active if !self.user_cmd => {} // a keepalive's answer
             Phase::Active => {
                 self.user_cmd = false;
                 self.response = Some(if r.completion == 0 {
@@ -912,13 +927,13 @@ impl Connection {
             }
             _ => {}
         }
-        let _ = now;
         Ok(())
     }
 
     /// Attaches SOL state after a successful Activate Payload.
-    pub fn start_sol(&mut self, sol: SolState) {
+    pub fn start_sol(&mut self, sol: SolState, now: Instant) {
         self.sol = Some(sol);
+        self.last_activity = Some(now);
     }
 
     /// The SOL state, when active.
@@ -965,4 +980,129 @@ fn open_error(e: RakpError) -> Error {
         _ => ErrorKind::Protocol,
     };
     Error::new(kind, format!("session setup: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::checksum;
+
+    fn cfg(suites: Vec<u8>) -> Config {
+        Config {
+            username: Zeroizing::new(b"admin".to_vec()),
+            password: Zeroizing::new(b"password".to_vec()),
+            privilege: Privilege::Administrator,
+            cipher_suites: suites,
+            allow_ipmi15: false,
+            timeout: Duration::from_secs(1),
+            retries: 1,
+            cipher_query_timeout: Duration::from_millis(300),
+            keepalive: Duration::from_secs(20),
+        }
+    }
+
+    fn fixed_entropy() -> Entropy {
+        Box::new(|b: &mut [u8]| b.fill(0x11))
+    }
+
+    /// A response message to request rqSeq `seq`.
+    fn resp(netfn: u8, seq: u8, cmd: u8, data: &[u8]) -> Vec<u8> {
+        let mut m = vec![0x81, (netfn + 1) << 2];
+        m.push(checksum(&m));
+        m.extend_from_slice(&[0x20, seq << 2, cmd, 0x00]);
+        m.extend_from_slice(data);
+        m.push(checksum(&m[3..]));
+        m
+    }
+
+    #[test]
+    fn first_packet_retransmit_and_timeout_on_virtual_time() {
+        let t0 = Instant::now();
+        let mut c = Connection::new(cfg(vec![17, 3]), fixed_entropy(), t0);
+        let first = c.poll_transmit().unwrap();
+        assert_eq!(
+            first,
+            [
+                0x06, 0x00, 0xff, 0x07, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x09, 0x20, 0x18, 0xc8, 0x81,
+                0x04, 0x38, 0x8e, 0x04, 0xb1
+            ]
+        );
+        assert_eq!(c.poll_transmit(), None);
+        assert_eq!(c.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+        c.handle_timeout(t0 + Duration::from_millis(999));
+        assert_eq!(c.poll_transmit(), None, "not due yet");
+        c.handle_timeout(t0 + Duration::from_secs(1));
+        assert_eq!(c.poll_transmit().unwrap(), first, "retransmitted as is");
+        c.handle_timeout(t0 + Duration::from_secs(2));
+        assert_eq!(c.state(), State::Closed);
+        let e = c.error().unwrap();
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert!(
+            e.to_string()
+                .starts_with("Get Channel Authentication Capabilities: no answer"),
+            "{e}"
+        );
+        assert_eq!(c.poll_timeout(), None, "nothing more to wait for");
+    }
+
+    #[test]
+    fn cipher_query_unanswered_then_suite_17_refused_then_3() {
+        let t0 = Instant::now();
+        let mut c = Connection::new(cfg(vec![17, 3]), fixed_entropy(), t0);
+        c.poll_transmit().unwrap();
+        let caps = resp(0x06, 1, 0x38, &[0x01, 0x80, 0x04, 0x02, 0, 0, 0, 0]);
+        c.handle_datagram(&packet::encode_v15(&caps).unwrap(), t0);
+        // Get Channel Cipher Suites, pre-session RMCP+, index 0.
+        let q = c.poll_transmit().unwrap();
+        assert_eq!(&q[4..6], &[0x06, 0x00]);
+        assert_eq!(&q[16 + 5..16 + 9], &[0x54, 0x0e, 0x00, 0x80]);
+        let t1 = t0 + Duration::from_millis(300);
+        assert_eq!(
+            c.poll_timeout(),
+            Some(t1),
+            "short query timeout, no retries"
+        );
+        c.handle_timeout(t1);
+        // Falls back: Open Session proposing suite 17 (auth 3, integrity 4, AES).
+        let o = c.poll_transmit().unwrap();
+        assert_eq!(o[5], payload::OPEN_SESSION_REQ);
+        let body = &o[16..];
+        assert_eq!((body[12], body[20], body[28]), (3, 4, 1));
+        assert_eq!(
+            &body[4..8],
+            &0x1111_1111u32.to_le_bytes(),
+            "console sid from entropy"
+        );
+        // Refused with "invalid authentication algorithm" (as ipmi_sim does): suite 3.
+        let mut r = vec![body[0], 0x04, 0, 0];
+        r.extend_from_slice(&body[4..8]);
+        c.handle_datagram(
+            &packet::encode_v2(payload::OPEN_SESSION_RESP, 0, 0, &r, None, &[0; 16]).unwrap(),
+            t1,
+        );
+        let o = c.poll_transmit().unwrap();
+        let body = &o[16..];
+        assert_eq!((body[12], body[20], body[28]), (1, 1, 1));
+        assert_eq!(c.state(), State::Opening);
+    }
+
+    #[test]
+    fn refuses_unsafe_config_before_sending() {
+        let t0 = Instant::now();
+        for (suites, user) in [(vec![0u8, 1, 2], "admin"), (vec![3], "")] {
+            let mut cf = cfg(suites);
+            cf.username = Zeroizing::new(user.as_bytes().to_vec());
+            let mut c = Connection::new(cf, fixed_entropy(), t0);
+            assert_eq!(c.poll_transmit(), None, "nothing sent");
+            assert_eq!(c.state(), State::Closed);
+            assert!(c.error().is_some());
+        }
+    }
+
+    #[test]
+    fn config_debug_hides_password() {
+        let s = format!("{:?}", cfg(vec![3]));
+        assert!(!s.contains("password\""), "{s}");
+        assert!(s.contains("***"));
+    }
 }
