@@ -69,6 +69,67 @@ pub fn check_packet(data: &[u8]) {
     let _ = crate::commands::parse_activate_sol(data);
 }
 
+/// Feeds `data`, split into datagrams at each 0xA5 0x5A pair, to a session core in
+/// its first state, with time advancing between datagrams. Checks that it never
+/// panics and is never stuck: while not closed, it always has a deadline.
+pub fn check_connection(data: &[u8]) {
+    use std::time::{Duration, Instant};
+
+    use crate::commands::Privilege;
+    use crate::conn::{Config, Connection, State};
+
+    let cfg = Config {
+        username: Zeroizing::new(b"admin".to_vec()),
+        password: Zeroizing::new(b"password".to_vec()),
+        privilege: Privilege::Administrator,
+        cipher_suites: vec![17, 3],
+        allow_ipmi15: false,
+        timeout: Duration::from_millis(100),
+        retries: 1,
+        cipher_query_timeout: Duration::from_millis(50),
+        keepalive: Duration::from_secs(1),
+    };
+    let mut now = Instant::now();
+    let mut c = Connection::new(cfg, Box::new(|b: &mut [u8]| b.fill(7)), now);
+    let mut rest = data;
+    loop {
+        while c.poll_transmit().is_some() {}
+        let (dgram, next) = match rest.windows(2).position(|w| w == [0xa5, 0x5a]) {
+            Some(i) => (&rest[..i], Some(&rest[i + 2..])),
+            None => (rest, None),
+        };
+        c.handle_datagram(dgram, now);
+        while c.poll_transmit().is_some() {}
+        if c.state() != State::Closed {
+            assert!(
+                c.poll_timeout().is_some(),
+                "open connection without a deadline"
+            );
+        }
+        now += Duration::from_millis(30);
+        c.handle_timeout(now);
+        match next {
+            Some(n) => rest = n,
+            None => break,
+        }
+    }
+    // Run the clock out: it must close (time out) in bounded steps.
+    for _ in 0..100 {
+        if c.state() == State::Closed {
+            return;
+        }
+        while c.poll_transmit().is_some() {}
+        match c.poll_timeout() {
+            Some(t) => {
+                now = now.max(t);
+                c.handle_timeout(now);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(c.state(), State::Closed, "never timed out");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +190,21 @@ mod tests {
                 }
             }
             check_packet(&d);
+            if i % 4 == 0 {
+                check_connection(&d);
+            }
         }
+    }
+
+    #[test]
+    fn connection_with_valid_caps_then_garbage() {
+        // A valid capabilities answer (rqSeq 1) moves the core on; garbage follows.
+        let mut caps = vec![0x81, 0x1c, 0x63, 0x20, 0x04, 0x38, 0x00];
+        caps.extend_from_slice(&[0x01, 0x80, 0x04, 0x02, 0, 0, 0, 0]);
+        let cs = crate::message::checksum(&caps[3..]);
+        caps.push(cs);
+        let mut d = packet::encode_v15(&caps).unwrap();
+        d.extend_from_slice(&[0xa5, 0x5a, 6, 0, 0xff, 7, 6, 0x11, 0, 0]);
+        check_connection(&d);
     }
 }
