@@ -220,3 +220,40 @@ fn oversized_websocket_message_is_refused() {
         );
     });
 }
+
+/// A relay that never flushes must still move small writes: every WebSocket message
+/// goes to the socket at once (write buffer size 0).
+#[test]
+fn websocket_writes_go_out_without_flush() {
+    smol::block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        smol::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let mut ws = async_tungstenite::accept_async(s).await.unwrap();
+            // Echo each message.
+            while let Some(Ok(m)) = futures_lite::StreamExt::next(&mut ws).await {
+                if m.is_binary() && ws.send(m).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+        let mut con = outband_console::connect_serial_ws(&format!("ws://{addr}/"), None, None, T)
+            .await
+            .unwrap();
+        for key in [&b"a"[..], b"bc", b"\r"] {
+            con.write_all(key).await.unwrap(); // no flush
+            let mut back = vec![0u8; key.len()];
+            let read = con.read_exact(&mut back);
+            let timeout = async {
+                smol::Timer::after(Duration::from_secs(2)).await;
+                Err(std::io::ErrorKind::TimedOut.into())
+            };
+            futures_lite::future::or(read, timeout)
+                .await
+                .expect("unflushed write did not go out");
+            assert_eq!(back, key);
+        }
+    });
+}
