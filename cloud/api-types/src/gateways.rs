@@ -231,6 +231,7 @@ pub struct SessionAuthzResponse {
     pub allowed: bool,
     /// Why not: `invalid_token`, `session_ended`, `not_found` (no such server or not
     /// the user's tenant), `forbidden` (role), `wrong_gateway`, `no_agent`,
+    /// `agent_not_adopted` (the agent is not adopted into the server's tenant),
     /// `no_endpoint`.
     pub reason: Option<String>,
     /// The user, when identified.

@@ -107,6 +107,22 @@ async fn identify(
     }
 }
 
+/// Whether the agent is adopted into `tenant` (a server can only be reached through an
+/// agent of its own tenant, whatever agent id its admin typed).
+async fn agent_adopted_in(
+    m: &Manager,
+    agent: Option<&str>,
+    tenant: &str,
+) -> Result<bool, ApiError> {
+    let Some(agent) = agent else {
+        return Ok(false);
+    };
+    Ok(m.store.agent_by_id(agent).await?.is_some_and(|a| {
+        a.status == outband_api::agents::AgentStatus::Adopted
+            && a.tenant_id.as_deref() == Some(tenant)
+    }))
+}
+
 /// Decides a gateway's session-authorization request (see the module docs).
 pub async fn session_authz(
     m: &Manager,
@@ -168,6 +184,8 @@ pub async fn session_authz(
         Some("wrong_gateway")
     } else if server.agent_id.is_none() {
         Some("no_agent")
+    } else if !agent_adopted_in(m, server.agent_id.as_deref(), &server.tenant_id).await? {
+        Some("agent_not_adopted")
     } else if endpoint.is_none() {
         Some("no_endpoint")
     } else {

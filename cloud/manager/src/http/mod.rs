@@ -6,6 +6,7 @@
 //! length before any work.
 
 pub mod admin;
+pub mod agents;
 pub mod auth;
 pub mod bearer;
 pub mod extract;
@@ -55,6 +56,12 @@ pub fn router(manager: Arc<Manager>) -> Router {
             post(gateways::new_gateway_credential),
         )
         .route("/api/v1/gateway/register", post(gateways::register))
+        .route("/api/v1/gateway/join", post(agents::join))
+        .route("/api/v1/agents", get(agents::list_agents))
+        .route("/api/v1/agents/lookup", post(agents::lookup))
+        .route("/api/v1/agents/adopt", post(agents::adopt))
+        .route("/api/v1/agents/reject", post(agents::reject))
+        .route("/api/v1/join-tokens", post(agents::create_join_token))
         .route("/api/v1/gateway/heartbeat", post(gateways::heartbeat))
         .route(
             "/api/v1/gateway/session-authz",

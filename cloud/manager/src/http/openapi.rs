@@ -36,6 +36,12 @@ use utoipa::{Modify, OpenApi};
         super::gateways::heartbeat,
         super::gateways::session_authz,
         super::gateways::revocations,
+        super::agents::list_agents,
+        super::agents::lookup,
+        super::agents::adopt,
+        super::agents::reject,
+        super::agents::create_join_token,
+        super::agents::join,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -44,6 +50,7 @@ use utoipa::{Modify, OpenApi};
         (name = "tenants", description = "Tenants (customers), their users and roles"),
         (name = "servers", description = "Inventory: servers, BMC endpoints, write-only credentials"),
         (name = "gateways", description = "Gateway administration (global admins)"),
+        (name = "agents", description = "Agent adoption and join tokens"),
         (name = "gateway", description = "Calls a registered gateway makes (gateway token)"),
         (name = "ops", description = "Health, metrics, keys, this document"),
     )

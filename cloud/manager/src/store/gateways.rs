@@ -146,6 +146,7 @@ impl Store {
             .bind(gateway_id)
             .execute(&mut *tx)
             .await?;
+        Store::note_agents(&mut tx, gateway_id, agents, now).await?;
         for (agent_id, code, endpoints) in agents {
             let endpoints = serde_json::to_string(endpoints).expect("strings serialize");
             sqlx::query(

@@ -43,6 +43,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0005_gateways.sql"),
         include_str!("../../migrations/postgres/0005_gateways.sql"),
     ),
+    (
+        6,
+        "agents",
+        include_str!("../../migrations/sqlite/0006_agents.sql"),
+        include_str!("../../migrations/postgres/0006_agents.sql"),
+    ),
 ];
 
 /// The migrator for `backend`.

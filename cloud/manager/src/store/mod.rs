@@ -16,6 +16,7 @@
 //! concurrent replicas correct without application locks; migrations take PostgreSQL's
 //! advisory lock.
 
+pub mod agents;
 pub mod audit;
 pub mod gateways;
 pub mod housekeeping;

@@ -324,6 +324,65 @@ async fn session_authz_follows_roles_tenants_gateways_and_sessions(db: Db) {
         .unwrap()
         .to_owned();
 
+    // Before adoption, the agent may not serve anyone.
+    let (access, _) = app.tokens("op@a.example").await;
+    let v = authz(
+        &app,
+        &gw1,
+        json!({"access_token": access, "server_id": server, "kind": "serial"}),
+    )
+    .await;
+    assert_eq!(v.json()["reason"], "agent_not_adopted");
+    // agt_1 reported by g1 and adopted into A; agt_b adopted into B.
+    let hb = json!({"agents": [{"agent_id": "agt_1", "pairing_code": "AAAA-AAAA"},
+        {"agent_id": "agt_b", "pairing_code": "BBBB-BBBB"}]});
+    let r = app
+        .call(Method::POST, "/api/v1/gateway/heartbeat", Some(hb), &gw1)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/agents/adopt",
+            Some(json!({"pairing_code": "AAAA-AAAA", "agent_id": "agt_1"})),
+            &admin,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let eve = app.tokens("eve@b.example").await.0;
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/agents/adopt",
+            Some(json!({"pairing_code": "BBBB-BBBB", "agent_id": "agt_b"})),
+            &eve,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // A server of A pointed at B's agent cannot reach through it.
+    let hijack = app
+        .call(
+            Method::POST,
+            "/api/v1/servers",
+            Some(
+                json!({"name": "hijack", "gateway_id": g1, "agent_id": "agt_b",
+                "endpoints": {"power": "ipmi://10.9.9.9"}}),
+            ),
+            &admin,
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = authz(
+        &app,
+        &gw1,
+        json!({"access_token": access, "server_id": hijack, "kind": "power_status"}),
+    )
+    .await;
+    assert_eq!(v.json()["reason"], "agent_not_adopted");
+
     let ask = |email: &'static str, server: String, kind: &'static str, gw: String| {
         let app = &app;
         async move {

@@ -7,6 +7,7 @@ mod pg;
 
 mod ctx;
 
+mod agents;
 mod audit;
 mod gateways;
 mod jwt_attacks;
