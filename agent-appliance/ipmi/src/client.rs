@@ -341,6 +341,9 @@ pub struct Sol {
 
 impl Sol {
     fn state(&mut self) -> Result<&mut SolState, Error> {
+        if self.session.conn.state() == State::Closed {
+            return Err(closed_error(&self.session.conn));
+        }
         self.session
             .conn
             .sol_mut()
@@ -501,5 +504,42 @@ impl Sol {
             }
             _ => c,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// The agent spawns these on a multi-threaded executor: they must be Send.
+    /// (Compiled, never called.)
+    #[allow(dead_code)]
+    fn futures_are_send(s: &mut Session, sol: &mut Sol) {
+        assert_send(&s.chassis_status());
+        assert_send(&s.chassis_control(ChassisAction::PowerOn));
+        assert_send(&Session::open(
+            "127.0.0.1:623".parse().unwrap(),
+            &Credentials::new("a", "b"),
+            &Options::default(),
+        ));
+        let mut buf = [0u8; 4];
+        assert_send(&sol.read(&mut buf));
+    }
+
+    #[allow(dead_code)]
+    fn relay_is_send(sol: Sol, stream: smol::net::TcpStream) {
+        assert_send(&sol.relay(stream));
+    }
+
+    #[test]
+    fn credentials_debug_hides_password() {
+        let c = Credentials::new("admin", "hunter2");
+        let s = format!("{c:?}");
+        assert!(
+            s.contains("admin") && s.contains("***") && !s.contains("hunter2"),
+            "{s}"
+        );
     }
 }

@@ -162,6 +162,10 @@ pub fn parse_open_session_response(
     if le32(&p[4..8]) != console_sid {
         return Err(RakpError::Mismatch(MSG));
     }
+    if le32(&p[8..12]) == 0 {
+        // 0 means "no session": it could never be used in a session header.
+        return Err(RakpError::Mismatch(MSG));
+    }
     let (a, i, c) = (p[16] & 0x3f, p[24] & 0x3f, p[32] & 0x3f);
     if a != suite.auth.number() || i != suite.integrity.number() || c != u8::from(suite.aes) {
         return Err(RakpError::Algorithms(a, i, c));
