@@ -141,36 +141,54 @@ impl Endpoint {
 fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
-        if !host.contains(':')
-            || !host
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
-        {
-            return None;
-        }
+        host.parse::<std::net::Ipv6Addr>().ok()?;
         match after {
             "" => (host, None),
             p => (host, Some(p.strip_prefix(':')?)),
         }
     } else {
-        match authority.split_once(':') {
+        let (host, port) = match authority.split_once(':') {
             Some((h, p)) => (h, Some(p)),
             None => (authority, None),
+        };
+        if host.parse::<std::net::Ipv4Addr>().is_err() && !valid_name(host) {
+            return None;
         }
+        (host, port)
     };
-    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':');
-    if host.is_empty() || !host.chars().all(valid) {
-        return None;
-    }
     let port = match port {
         None => None,
+        Some(p) if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) => {
+            return None;
+        }
         Some(p) => match p.parse::<u16>() {
             Ok(0) | Err(_) => return None,
-            Ok(n) if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => Some(n),
-            Ok(_) => return None,
+            Ok(n) => Some(n),
         },
     };
     Some((host, port))
+}
+
+/// A DNS name (letters, digits, `-`, `_`; labels of 1–63 bytes) that the system
+/// resolver cannot read as a legacy numeric address ("010.0.0.5" octal, "10.0.5"
+/// short form, "0x0a000005" hex), which would reach another host than it shows.
+fn valid_name(host: &str) -> bool {
+    let labels_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    let last = host.rsplit('.').next().unwrap_or(host);
+    let numeric = last.bytes().all(|b| b.is_ascii_digit())
+        || (last.len() > 2
+            && last[..2].eq_ignore_ascii_case("0x")
+            && last[2..].bytes().all(|b| b.is_ascii_hexdigit()));
+    labels_ok && !numeric
 }
 
 #[cfg(test)]
@@ -204,6 +222,8 @@ mod tests {
         assert_eq!((e.host.as_str(), e.port), ("fe80::1", 8443));
         assert_eq!(e.authority(), "[fe80::1]:8443");
         assert_eq!(ep("ws://h?token=a").path, "/?token=a");
+        assert_eq!(ep("vnc://[::1]").port, 5900);
+        assert_eq!(ep("bmc-01.rack_2.lab:5901").host, "bmc-01.rack_2.lab");
     }
 
     #[test]
@@ -221,7 +241,13 @@ mod tests {
             "fe80::1:5900",
             "[fe80::1",
             "[nothex]:1",
+            "[::1]5900",
             "",
+            "010.0.0.5:5900",
+            "vnc://10.0.5",
+            "ws://0x0a000005/",
+            "vnc://-bmc:5900",
+            "vnc://bmc..lab:5900",
         ] {
             let e = Endpoint::parse(url).expect_err(url);
             assert_eq!(e.code(), "bmc_bad_target");
