@@ -38,10 +38,14 @@ enum Fault {
     Silent,
     /// A channel with IPMI 1.5 sessions only.
     Ipmi15Only,
+    /// Ignores the first Get Chassis Status (as if lost), answers the retry.
+    DropFirstStatus,
 }
 
 #[derive(Debug, Default)]
 struct Seen {
+    /// (session seq, rqSeq) of every Get Chassis Status received.
+    status_requests: Vec<(u32, u8)>,
     rakp3_status: Vec<u8>,
     close_session: usize,
     commands: Vec<u8>,
@@ -236,9 +240,15 @@ impl State {
             },
             Packet::V2(p) => {
                 assert_eq!(p.session_id, BMC_SID, "client used the wrong session id");
-                let (netfn, _, cmd) = parse_request(&p.payload);
+                let (netfn, rq_seq, cmd) = parse_request(&p.payload);
                 let mut s = seen.lock().unwrap();
                 s.commands.push(cmd);
+                if (netfn, cmd) == (0x00, 0x01) {
+                    s.status_requests.push((p.seq, rq_seq));
+                    if self.fault == Fault::DropFirstStatus && s.status_requests.len() == 1 {
+                        return vec![];
+                    }
+                }
                 let (cc, data): (u8, Vec<u8>) = match (netfn, cmd) {
                     (0x06, 0x3b) if self.fault == Fault::DenyPrivilege => (0x81, vec![]),
                     (0x06, 0x3b) => (0, vec![4]),
@@ -473,4 +483,26 @@ fn null_user_and_ipmi15_opt_in() {
     let e = open(&bmc, &o).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert!(e.to_string().contains("does not implement"), "{e}");
+}
+
+#[test]
+fn lost_request_is_retransmitted_with_new_session_seq_same_rqseq() {
+    let bmc = start(Fault::DropFirstStatus);
+    let o = opts();
+    let mut s = open(&bmc, &o).expect("open");
+    let t = Instant::now();
+    assert!(smol::block_on(s.chassis_status()).unwrap().power_on);
+    assert!(
+        t.elapsed() >= o.timeout,
+        "answered only after a retransmission"
+    );
+    let seen = bmc.seen.lock().unwrap();
+    let [(seq1, rq1), (seq2, rq2)] = seen.status_requests[..] else {
+        panic!("{:?}", seen.status_requests)
+    };
+    assert!(
+        seq2 > seq1,
+        "fresh session sequence number ({seq1} then {seq2})"
+    );
+    assert_eq!(rq1, rq2, "same rqSeq so the BMC can spot the duplicate");
 }
