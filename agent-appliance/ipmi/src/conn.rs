@@ -670,9 +670,11 @@ impl Connection {
         }
         self.pending = None;
         if r.completion != 0 {
-            self.fail(Error::completion(
-                "Get Channel Authentication Capabilities",
-                r.completion,
+            // BMCs without IPMI 2.0 reject the request for extended capabilities.
+            let e = Error::completion("Get Channel Authentication Capabilities", r.completion);
+            self.fail(Error::new(
+                ErrorKind::Unsupported,
+                format!("{e}: the BMC rejects the IPMI 2.0 capabilities query (IPMI 1.5 only?)"),
             ));
             return Ok(());
         }
