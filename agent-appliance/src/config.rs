@@ -12,7 +12,7 @@ use rustls_pki_types::ServerName;
 use serde::Deserialize;
 
 use crate::backoff::Backoff;
-use crate::target::{AllowList, Target};
+use crate::target::{AllowList, Scheme, Target};
 
 /// Default state directory (holds the identity key).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/outband-agent";
@@ -31,8 +31,9 @@ options:
   --ca-file PEM              CA certificate(s) that sign the gateway certificate
   --ca-fingerprint HEX       SHA-256 of the DER CA certificate the gateway chain ends in
   --state-dir DIR            where the identity key lives (default /var/lib/outband-agent)
-  --allow TARGET             BMC endpoint the agent may dial: host:port or vnc://host[:port]
-                             (repeatable)
+  --allow TARGET             BMC endpoint the agent may use (repeatable): host:port,
+                             vnc://, ipmi:// (UDP), https://, http://, ws://, wss://
+                             host[:port][/path]
   --backoff-base-ms N        first reconnect delay ceiling (default 500)
   --backoff-cap-ms N         largest reconnect delay ceiling (default 30000)
   --connect-timeout-ms N     TCP connect and TLS handshake timeout (default 10000)
@@ -268,7 +269,7 @@ fn invalid(name: &'static str, value: impl Into<String>, reason: impl Into<Strin
 fn validate(raw: Raw) -> Result<Config, ConfigError> {
     let gw = raw.gateway.ok_or(ConfigError::Missing("--gateway"))?;
     let gateway = Target::parse(&gw).map_err(|e| invalid("--gateway", &gw, e.to_string()))?;
-    if gateway.vnc {
+    if gateway.scheme != Scheme::Tcp {
         return Err(invalid(
             "--gateway",
             gw,
@@ -499,7 +500,8 @@ mod tests {
             (&["--gateway", "gw"], "--gateway"),
             (&["--gateway", "vnc://gw:1"], "--gateway"),
             (&["--server-name", "bad name!"], "--server-name"),
-            (&["--allow", "http://x:1"], "--allow"),
+            (&["--allow", "ssh://x:1"], "--allow"),
+            (&["--allow", "vnc://x:1/path"], "--allow"),
             (&["--allow", "x"], "--allow"),
             (&["--backoff-base-ms", "0"], "--backoff-base-ms"),
             (&["--backoff-base-ms", "-1"], "--backoff-base-ms"),

@@ -21,8 +21,10 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod bmc;
 pub mod config;
 pub mod connect;
+pub mod console;
 pub mod discovery;
 pub mod identity;
 pub mod log;

@@ -20,7 +20,7 @@ use outband_proto::pb::{
 use outband_tunnel::{Incoming, PendingStream, Stream, Tunnel};
 use smol::net::TcpStream;
 
-use crate::target::{AllowList, Target};
+use crate::target::{AllowList, Scheme, Target};
 
 /// Buffer per relay direction.
 const RELAY_BUF: usize = 32 * 1024;
@@ -60,10 +60,26 @@ pub async fn serve_incoming(tunnel: Tunnel, ctx: Arc<RelayContext>, addresses: V
             Incoming::Stream(pending) => {
                 smol::spawn(handle_stream(pending, ctx.clone())).detach();
             }
-            Incoming::Request(req) => {
-                let body = answer(req.body, &ctx, &addresses);
-                tunnel.reply(req.request_id, body);
-            }
+            Incoming::Request(req) => match req.body {
+                // BMC requests take a while (UDP retransmits, TLS): answer them in
+                // their own task so the connection keeps serving everything else.
+                Some(
+                    body @ (request::Body::Power(_)
+                    | request::Body::BmcInfo(_)
+                    | request::Body::BootDevice(_)),
+                ) => {
+                    let (tunnel, ctx) = (tunnel.clone(), ctx.clone());
+                    smol::spawn(async move {
+                        let reply = crate::bmc::answer(body, &ctx).await;
+                        tunnel.reply(req.request_id, reply);
+                    })
+                    .detach();
+                }
+                body => {
+                    let body = answer(body, &ctx, &addresses);
+                    tunnel.reply(req.request_id, body);
+                }
+            },
             Incoming::Inventory(_) => {
                 tracing::debug!("ignoring an inventory report from the gateway")
             }
@@ -78,7 +94,6 @@ fn answer(body: Option<request::Body>, ctx: &RelayContext, addresses: &[String])
             uptime_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             addresses: addresses.to_vec(),
         }),
-        #[allow(unreachable_patterns)]
         _ => reply::Body::Error(ErrorReply {
             code: "unsupported".into(),
             message: "this agent does not support that request".into(),
@@ -97,16 +112,27 @@ pub struct Refusal {
 
 /// Decides whether a stream open may be served, before any connection is made.
 pub fn check_open(kind: StreamKind, target: &str, allow: &AllowList) -> Result<Target, Refusal> {
-    if kind != StreamKind::Tcp {
-        return Err(Refusal {
-            code: RefuseCode::UnsupportedKind,
-            message: format!("stream kind {} is not supported", kind.as_str_name()),
-        });
-    }
+    let schemes: &[Scheme] = match kind {
+        StreamKind::Tcp => &[Scheme::Tcp, Scheme::Vnc],
+        StreamKind::Vnc => &[Scheme::Tcp, Scheme::Vnc, Scheme::Ws, Scheme::Wss],
+        StreamKind::Serial => &[Scheme::Ipmi, Scheme::Ws, Scheme::Wss],
+        StreamKind::Unspecified => {
+            return Err(Refusal {
+                code: RefuseCode::UnsupportedKind,
+                message: format!("stream kind {} is not supported", kind.as_str_name()),
+            });
+        }
+    };
     let target = Target::parse(target).map_err(|e| Refusal {
         code: RefuseCode::BadTarget,
         message: format!("bad target {:?}: {e}", truncate(target)),
     })?;
+    if !schemes.contains(&target.scheme) {
+        return Err(Refusal {
+            code: RefuseCode::BadTarget,
+            message: format!("a {} stream cannot go to {target}", kind.as_str_name()),
+        });
+    }
     if !allow.permits(&target) {
         return Err(Refusal {
             code: RefuseCode::Forbidden,
@@ -126,7 +152,8 @@ fn truncate(s: &str) -> &str {
 
 async fn handle_stream(pending: PendingStream, ctx: Arc<RelayContext>) {
     let id = pending.id();
-    let target = match check_open(pending.kind(), pending.target(), &ctx.allow) {
+    let kind = pending.kind();
+    let target = match check_open(kind, pending.target(), &ctx.allow) {
         Ok(t) => t,
         Err(r) => {
             tracing::warn!(
@@ -138,6 +165,11 @@ async fn handle_stream(pending: PendingStream, ctx: Arc<RelayContext>) {
             return;
         }
     };
+    match kind {
+        StreamKind::Vnc => return crate::console::vnc(pending, target, ctx).await,
+        StreamKind::Serial => return crate::console::serial(pending, target, ctx).await,
+        _ => {}
+    }
     let tcp = match connect_tcp(&target.host, target.port, ctx.connect_timeout).await {
         Ok(tcp) => tcp,
         Err(e) => {
@@ -256,10 +288,13 @@ impl Half {
     }
 }
 
-/// Relays between a tunnel stream and a BMC socket until both directions ended
+/// Relays between a tunnel stream and a BMC connection until both directions ended
 /// (each end's EOF is passed on as a half-close) or either failed (the stream is then
 /// aborted). Returns the bytes sent to and received from the BMC.
-pub async fn relay(mut stream: Stream, mut tcp: TcpStream) -> io::Result<(u64, u64)> {
+pub async fn relay<B>(mut stream: Stream, mut tcp: B) -> io::Result<(u64, u64)>
+where
+    B: AsyncRead + AsyncWrite + Unpin,
+{
     let mut to_bmc = Half::new();
     let mut from_bmc = Half::new();
     let res = poll_fn(|cx| {

@@ -1,4 +1,6 @@
-//! BMC endpoint addresses: `host:port`, `[v6]:port`, `vnc://host[:port]`.
+//! BMC endpoint addresses: `host:port`, `[v6]:port`, or a URL with a scheme that says
+//! how the agent talks to it: `vnc://`, `ipmi://` (UDP), `https://`, `http://`,
+//! `ws://`, `wss://` (a path is kept for the web schemes, e.g. `wss://bmc/kvm/0`).
 //!
 //! The allow-list and the targets the gateway asks for go through the same parser, so
 //! they are compared in one normalized form (lowercase host, canonical IP text).
@@ -21,8 +23,10 @@ pub enum TargetError {
     /// Longer than any valid endpoint.
     #[error("endpoint longer than {MAX_TARGET_LEN} bytes")]
     TooLong,
-    /// A URL scheme other than `vnc://`.
-    #[error("unsupported scheme {0:?} (only vnc:// or plain host:port)")]
+    /// A URL scheme the agent does not speak.
+    #[error(
+        "unsupported scheme {0:?} (use vnc://, ipmi://, https://, http://, ws://, wss:// or plain host:port)"
+    )]
     Scheme(String),
     /// The port is missing where it is required.
     #[error("missing port (expected host:port)")]
@@ -33,21 +37,94 @@ pub enum TargetError {
     /// The host is not a DNS name or IP address.
     #[error("invalid host {0:?}")]
     Host(String),
+    /// A path where the scheme has none, or one with characters a URL path cannot hold.
+    #[error("invalid path {0:?}")]
+    Path(String),
 }
 
-/// A normalized TCP endpoint.
+/// How the agent reaches an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// Plain `host:port`: a raw TCP relay.
+    Tcp,
+    /// `vnc://`: RFB over TCP.
+    Vnc,
+    /// `ipmi://`: IPMI 2.0 RMCP+ over UDP.
+    Ipmi,
+    /// `https://`: Redfish.
+    Https,
+    /// `http://`: Redfish without TLS.
+    Http,
+    /// `ws://`: WebSocket (VNC or serial).
+    Ws,
+    /// `wss://`: WebSocket over TLS.
+    Wss,
+}
+
+impl Scheme {
+    fn parse(s: &str) -> Option<Scheme> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "vnc" => Scheme::Vnc,
+            "ipmi" => Scheme::Ipmi,
+            "https" => Scheme::Https,
+            "http" => Scheme::Http,
+            "ws" => Scheme::Ws,
+            "wss" => Scheme::Wss,
+            _ => return None,
+        })
+    }
+
+    /// The URL prefix (`vnc://`), empty for plain `host:port`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Scheme::Tcp => "",
+            Scheme::Vnc => "vnc://",
+            Scheme::Ipmi => "ipmi://",
+            Scheme::Https => "https://",
+            Scheme::Http => "http://",
+            Scheme::Ws => "ws://",
+            Scheme::Wss => "wss://",
+        }
+    }
+
+    fn default_port(self) -> Option<u16> {
+        match self {
+            Scheme::Tcp => None,
+            Scheme::Vnc => Some(VNC_DEFAULT_PORT),
+            Scheme::Ipmi => Some(623),
+            Scheme::Https | Scheme::Wss => Some(443),
+            Scheme::Http | Scheme::Ws => Some(80),
+        }
+    }
+
+    fn has_path(self) -> bool {
+        matches!(
+            self,
+            Scheme::Https | Scheme::Http | Scheme::Ws | Scheme::Wss
+        )
+    }
+
+    /// Whether the endpoint is reached over UDP (IPMI) rather than TCP.
+    pub fn is_udp(self) -> bool {
+        self == Scheme::Ipmi
+    }
+}
+
+/// A normalized endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
+    /// How the agent talks to it.
+    pub scheme: Scheme,
     /// Host name (lowercase) or IP address in canonical text, without brackets.
     pub host: String,
-    /// TCP port.
+    /// TCP or UDP port.
     pub port: u16,
-    /// Written with the `vnc://` scheme.
-    pub vnc: bool,
+    /// Path for web schemes (`/kvm/0`), empty otherwise or when absent.
+    pub path: String,
 }
 
 impl Target {
-    /// Parses `host:port`, `[v6]:port` or `vnc://host[:port]`.
+    /// Parses `host:port`, `[v6]:port` or `scheme://host[:port][/path]`.
     pub fn parse(s: &str) -> Result<Target, TargetError> {
         let s = s.trim();
         if s.is_empty() {
@@ -56,34 +133,40 @@ impl Target {
         if s.len() > MAX_TARGET_LEN {
             return Err(TargetError::TooLong);
         }
-        let (rest, vnc) = match s.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("vnc") => (rest, true),
-            Some((scheme, _)) => return Err(TargetError::Scheme(scheme.to_owned())),
-            None => (s, false),
+        let (rest, scheme) = match s.split_once("://") {
+            Some((name, rest)) => (
+                rest,
+                Scheme::parse(name).ok_or_else(|| TargetError::Scheme(name.to_owned()))?,
+            ),
+            None => (s, Scheme::Tcp),
         };
-        // Tolerate a trailing slash on URLs ("vnc://host:5900/"), nothing else.
-        let rest = if vnc {
-            rest.strip_suffix('/').unwrap_or(rest)
-        } else {
-            rest
+        let (authority, path) = match (scheme, rest.find('/')) {
+            (Scheme::Tcp, _) | (_, None) => (rest, ""),
+            (_, Some(i)) => (&rest[..i], &rest[i..]),
         };
-        let (host, port) = split_host_port(rest)?;
-        if rest.starts_with('[') && host.parse::<Ipv6Addr>().is_err() {
+        let path = match path {
+            "" | "/" => "",
+            p if scheme.has_path() && valid_path(p) => p,
+            p => return Err(TargetError::Path(p.to_owned())),
+        };
+        let (host, port) = split_host_port(authority)?;
+        if authority.starts_with('[') && host.parse::<Ipv6Addr>().is_err() {
             return Err(TargetError::Host(host.to_owned()));
         }
-        let port = match port {
-            Some(p) => parse_port(p)?,
-            None if vnc => VNC_DEFAULT_PORT,
-            None => return Err(TargetError::MissingPort),
+        let port = match (port, scheme.default_port()) {
+            (Some(p), _) => parse_port(p)?,
+            (None, Some(d)) => d,
+            (None, None) => return Err(TargetError::MissingPort),
         };
         Ok(Target {
+            scheme,
             host: normalize_host(host)?,
             port,
-            vnc,
+            path: path.to_owned(),
         })
     }
 
-    /// The `host:port` key used to compare endpoints (scheme ignored).
+    /// The `host:port` part.
     pub fn key(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
@@ -95,11 +178,17 @@ impl Target {
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.vnc {
-            f.write_str("vnc://")?;
-        }
-        f.write_str(&self.key())
+        f.write_str(self.scheme.prefix())?;
+        f.write_str(&self.key())?;
+        f.write_str(&self.path)
     }
+}
+
+/// A URL path: printable ASCII without spaces, quotes, backslashes or fragments.
+fn valid_path(p: &str) -> bool {
+    p.starts_with('/')
+        && p.bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'#' | b'<' | b'>'))
 }
 
 /// Splits `host:port` / `[v6]:port` / `host` / `[v6]`.
@@ -174,11 +263,15 @@ impl AllowList {
         Self { entries }
     }
 
-    /// True if `target` (any scheme) names an allowed `host:port`.
+    /// True if `target` names an allowed `host:port` on the same transport: any TCP
+    /// scheme matches any TCP entry for that host and port (`vnc://h` allows a raw relay
+    /// to `h:5900`), while `ipmi://` (UDP) only matches `ipmi://` entries.
     pub fn permits(&self, target: &Target) -> bool {
-        self.entries
-            .iter()
-            .any(|e| e.host == target.host && e.port == target.port)
+        self.entries.iter().any(|e| {
+            e.host == target.host
+                && e.port == target.port
+                && e.scheme.is_udp() == target.scheme.is_udp()
+        })
     }
 
     /// The allowed endpoints as configured.
@@ -234,8 +327,24 @@ mod tests {
         assert_eq!(Target::parse(""), Err(TargetError::Empty));
         assert_eq!(Target::parse("host"), Err(TargetError::MissingPort));
         assert!(matches!(
-            Target::parse("http://h:80"),
+            Target::parse("ssh://h:22"),
             Err(TargetError::Scheme(_))
+        ));
+        assert!(matches!(
+            Target::parse("vnc://h/x"),
+            Err(TargetError::Path(_))
+        ));
+        assert!(matches!(
+            Target::parse("ipmi://h:623/x"),
+            Err(TargetError::Path(_))
+        ));
+        assert!(matches!(
+            Target::parse("wss://h/a b"),
+            Err(TargetError::Path(_))
+        ));
+        assert!(matches!(
+            Target::parse("wss://h/a#frag"),
+            Err(TargetError::Path(_))
         ));
         assert!(matches!(Target::parse("h:0"), Err(TargetError::Port(_))));
         assert!(matches!(
@@ -256,6 +365,32 @@ mod tests {
         assert!(matches!(Target::parse(":1"), Err(TargetError::Host(_))));
         assert!(matches!(Target::parse("[zz]:1"), Err(TargetError::Host(_))));
         assert_eq!(Target::parse(&"a".repeat(301)), Err(TargetError::TooLong));
+    }
+
+    #[test]
+    fn schemes_default_ports_and_paths() {
+        assert_eq!(t("ipmi://10.0.0.5").to_string(), "ipmi://10.0.0.5:623");
+        assert_eq!(t("https://bmc").to_string(), "https://bmc:443");
+        assert_eq!(t("http://bmc").port, 80);
+        assert_eq!(t("ws://bmc:5700/").to_string(), "ws://bmc:5700");
+        let k = t("WSS://BMC/kvm/0");
+        assert_eq!(
+            (k.scheme, k.port, k.path.as_str()),
+            (Scheme::Wss, 443, "/kvm/0")
+        );
+        assert_eq!(k.to_string(), "wss://bmc:443/kvm/0");
+        assert_eq!(t("https://[::1]:8443/redfish/v1").key(), "[::1]:8443");
+        assert_eq!(t("10.0.0.5:5900").scheme, Scheme::Tcp);
+    }
+
+    #[test]
+    fn allow_list_keeps_udp_and_tcp_apart() {
+        let allow = AllowList::new(vec![t("ipmi://bmc1"), t("https://bmc1")]);
+        assert!(allow.permits(&t("ipmi://bmc1:623")));
+        assert!(!allow.permits(&t("bmc1:623")), "ipmi:// allows UDP only");
+        assert!(allow.permits(&t("wss://bmc1/console0")));
+        assert!(allow.permits(&t("bmc1:443")));
+        assert!(!allow.permits(&t("ipmi://bmc1:443")));
     }
 
     #[test]

@@ -216,6 +216,30 @@ impl Gateway {
         Ok((status, value))
     }
 
+    /// `POST path` with a JSON body: status and JSON body (whatever the status).
+    pub fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let mut resp = self
+            .http
+            .post(&self.url(path))
+            .send_json(body)
+            .with_context(|| format!("POST {path}"))?;
+        let status = resp.status().as_u16();
+        let text = resp.body_mut().read_to_string().context("read body")?;
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, value))
+    }
+
+    /// Creates a relay from a full `POST /api/v1/relays` body (kind, auth, ...);
+    /// fails unless the gateway answers 201.
+    pub fn create_relay_with(&self, body: &Value) -> anyhow::Result<Relay> {
+        let (status, resp) = self.post_json("/api/v1/relays", body)?;
+        anyhow::ensure!(
+            status == 201,
+            "POST /api/v1/relays answered {status}: {resp}"
+        );
+        serde_json::from_value(resp.clone()).with_context(|| format!("relay JSON: {resp}"))
+    }
+
     /// Creates a relay; fails unless the gateway answers 201.
     pub fn create_relay(&self, agent_id: &str, target: &str) -> anyhow::Result<Relay> {
         let (status, body) = self.post_relay(agent_id, target)?;

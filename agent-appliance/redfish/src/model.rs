@@ -75,6 +75,12 @@ pub struct ComputerSystem {
     /// `PowerState`.
     #[serde(rename = "PowerState")]
     pub power_state: Option<PowerState>,
+    /// `Manufacturer`.
+    #[serde(rename = "Manufacturer")]
+    pub manufacturer: Option<String>,
+    /// `Model`.
+    #[serde(rename = "Model")]
+    pub model: Option<String>,
     #[serde(rename = "Actions", default)]
     pub(crate) actions: Actions,
     #[serde(rename = "Boot")]

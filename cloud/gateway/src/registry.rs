@@ -89,7 +89,7 @@ pub enum OpenStreamError {
     #[error("agent {0} is not connected")]
     NotConnected(String),
     /// The agent refused the stream.
-    #[error("agent refused the stream ({}): {message}", refuse_code_name(*.code))]
+    #[error("agent refused the stream ({}{}{error_code}): {message}", refuse_code_name(*.code), if error_code.is_empty() { "" } else { ", " })]
     Refused {
         /// Refusal code.
         code: RefuseCode,
