@@ -10,6 +10,7 @@
 //!   WebSocket messages, subprotocol `binary`; `wss` pinned by the SHA-256 of the
 //!   BMC's leaf certificate).
 //! - [`connect_serial_ws`]: a WebSocket serial console (OpenBMC `console0` style).
+//! - [`ws_upgrade`]: the sans-IO WebSocket client upgrade (request, response checks).
 //! - [`fuzzing`]: invariant checks for fuzzing the handshake machines.
 //!
 //! # Use in the agent
@@ -32,6 +33,7 @@ mod tls;
 mod transport;
 mod vnc;
 mod ws;
+pub mod ws_upgrade;
 
 pub use error::Error;
 pub use serial::{SerialConsole, connect_serial_ws};

@@ -125,16 +125,6 @@ impl Endpoint {
             format!("{}:{}", self.host, self.port)
         }
     }
-
-    /// The URL for the WebSocket request line.
-    pub(crate) fn ws_url(&self) -> String {
-        let scheme = if self.scheme == Scheme::Wss {
-            "wss"
-        } else {
-            "ws"
-        };
-        format!("{scheme}://{}{}", self.authority(), self.path)
-    }
 }
 
 /// Splits `host[:port]` / `[v6][:port]`; None when malformed.
@@ -211,13 +201,13 @@ mod tests {
         assert_eq!(ep("bmc").port, 5900);
         let e = ep("ws://127.0.0.1:5700");
         assert_eq!((e.scheme, e.path.as_str()), (Scheme::Ws, "/"));
-        assert_eq!(e.ws_url(), "ws://127.0.0.1:5700/");
+        assert_eq!(e.authority(), "127.0.0.1:5700");
         let e = ep("wss://bmc/kvm/0?x=1");
         assert_eq!(
             (e.scheme, e.port, e.path.as_str()),
             (Scheme::Wss, 443, "/kvm/0?x=1")
         );
-        assert_eq!(e.ws_url(), "wss://bmc:443/kvm/0?x=1");
+        assert_eq!(e.authority(), "bmc:443");
         let e = ep("WSS://[fe80::1]:8443/console0");
         assert_eq!((e.host.as_str(), e.port), ("fe80::1", 8443));
         assert_eq!(e.authority(), "[fe80::1]:8443");

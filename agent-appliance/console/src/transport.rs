@@ -14,7 +14,7 @@ use smol::net::TcpStream;
 use crate::error::Error;
 use crate::target::{Endpoint, Scheme};
 use crate::tls::{self, Trust};
-use crate::ws::{self, WsFail, WsOptions, WsStream};
+use crate::ws::{self, WsOptions, WsStream};
 
 /// The open byte stream to a BMC.
 #[derive(Debug)]
@@ -77,35 +77,6 @@ pub(crate) async fn open(
     ws_opts: WsOptions<'_>,
     phase: &Phase,
 ) -> Result<(Transport, Option<[u8; 32]>), Error> {
-    match open_once(ep, trust, ws_opts, phase).await {
-        Err(WsFail::NoSubprotocol) => {
-            // The server ignored the subprotocol we asked for: ask for none.
-            let opts = WsOptions {
-                subprotocol: None,
-                ..ws_opts
-            };
-            open_once(ep, trust, opts, phase)
-                .await
-                .map_err(|e| match e {
-                    WsFail::Other(e) => e,
-                    WsFail::NoSubprotocol => Error::WebSocket {
-                        endpoint: ep.authority(),
-                        status: None,
-                        reason: "server sent no subprotocol".into(),
-                    },
-                })
-        }
-        Err(WsFail::Other(e)) => Err(e),
-        Ok(v) => Ok(v),
-    }
-}
-
-async fn open_once(
-    ep: &Endpoint,
-    trust: Option<Trust>,
-    ws_opts: WsOptions<'_>,
-    phase: &Phase,
-) -> Result<(Transport, Option<[u8; 32]>), WsFail> {
     phase.set(Phase::CONNECT);
     let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
         .await

@@ -1,21 +1,22 @@
 //! WebSocket as a byte stream: the client upgrade (optional subprotocol and one extra
-//! header for a session token), then binary messages in both directions.
+//! header for a session token; see [`crate::ws_upgrade`]), then binary messages in
+//! both directions, framed by tungstenite.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use async_tungstenite::tungstenite::client::IntoClientRequest as _;
-use async_tungstenite::tungstenite::error::{ProtocolError, SubProtocolError};
-use async_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use async_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
-use async_tungstenite::{ByteWriter, WebSocketReceiver, WebSocketSender};
+use async_tungstenite::{ByteWriter, WebSocketReceiver, WebSocketSender, WebSocketStream};
 use futures_io::{AsyncRead, AsyncWrite};
 use futures_lite::Stream as _;
+use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
+use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::target::Endpoint;
+use crate::ws_upgrade::{Request, Upgrade, UpgradeError};
 
 /// The largest WebSocket message (and frame) accepted from a BMC. A raw 1920x1200
 /// framebuffer update at 32 bits per pixel is 9.2 MB, and QEMU sends an update as one
@@ -54,28 +55,13 @@ impl<S> std::fmt::Debug for WsStream<S> {
     }
 }
 
-/// Why an upgrade failed.
-#[derive(Debug)]
-pub(crate) enum WsFail {
-    /// We asked for a subprotocol and the server chose none. RFC 6455 allows that,
-    /// tungstenite does not: the caller retries on a new connection without asking.
-    NoSubprotocol,
-    /// Anything else.
-    Other(Error),
-}
-
-impl From<Error> for WsFail {
-    fn from(e: Error) -> Self {
-        WsFail::Other(e)
-    }
-}
-
-/// Runs the client upgrade over `stream` (plain TCP or TLS).
+/// Runs the client upgrade over `stream` (plain TCP or TLS): our request, the
+/// server's head checked by [`crate::ws_upgrade`], then binary messages.
 pub(crate) async fn connect<S>(
-    stream: S,
+    mut stream: S,
     ep: &Endpoint,
     opts: WsOptions<'_>,
-) -> Result<WsStream<S>, WsFail>
+) -> Result<WsStream<S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -84,23 +70,39 @@ where
         status,
         reason,
     };
-    let mut request = ep
-        .ws_url()
-        .into_client_request()
-        .map_err(|e| fail(None, e.to_string()))?;
-    if let Some(p) = opts.subprotocol {
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", HeaderValue::from_static(p));
-    }
-    if let Some((name, value)) = opts.header {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| fail(None, "invalid auth header name".into()))?;
-        let mut value = HeaderValue::from_str(value)
-            .map_err(|_| fail(None, "invalid auth header value".into()))?;
-        value.set_sensitive(true);
-        request.headers_mut().insert(name, value);
-    }
+    let mut nonce = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+        .map_err(|_| fail(None, "no randomness for the key".into()))?;
+    let host = ep.authority();
+    let req = Request {
+        host: &host,
+        path: &ep.path,
+        subprotocol: opts.subprotocol,
+        header: opts.header,
+    };
+    let (upgrade, request) = Upgrade::start(&req, nonce).map_err(|e| fail(None, e.to_string()))?;
+    // The request may carry a session token.
+    let request = Zeroizing::new(request);
+    let io = |e: io::Error| fail(None, e.to_string());
+    stream.write_all(&request).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let head_len = loop {
+        let n = stream.read(&mut chunk).await.map_err(io)?;
+        if n == 0 {
+            return Err(fail(None, "connection closed during the upgrade".into()));
+        }
+        head.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        match upgrade.handle_response(&head) {
+            Ok(Some(len)) => break len,
+            Ok(None) => {}
+            Err(UpgradeError::Status { status, reason }) => return Err(fail(Some(status), reason)),
+            Err(e) => return Err(fail(None, e.to_string())),
+        }
+    };
+    // Bytes after the head are already frames (QEMU sends its RFB greeting at once).
+    let frames = head.split_off(head_len);
     // write_buffer_size 0: every message goes to the socket at once, so an interactive
     // relay that does not flush after each write still moves keystrokes.
     let config = WebSocketConfig::default()
@@ -108,22 +110,7 @@ where
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
         .max_write_buffer_size(4 * MAX_MESSAGE);
-    let (ws, _response) =
-        async_tungstenite::client_async_with_config(request, stream, Some(config))
-            .await
-            .map_err(|e| match e {
-                WsError::Http(resp) => {
-                    let status = resp.status();
-                    WsFail::Other(fail(
-                        Some(status.as_u16()),
-                        status.canonical_reason().unwrap_or("refused").to_owned(),
-                    ))
-                }
-                WsError::Protocol(ProtocolError::SecWebSocketSubProtocolError(
-                    SubProtocolError::NoSubProtocol,
-                )) => WsFail::NoSubprotocol,
-                e => WsFail::Other(fail(None, e.to_string())),
-            })?;
+    let ws = WebSocketStream::from_partially_read(stream, frames, Role::Client, Some(config)).await;
     let (tx, rx) = ws.split();
     Ok(WsStream {
         rx,
