@@ -1,5 +1,7 @@
 //! Invariant checks for fuzzing the RFB handshake state machines with arbitrary bytes.
 //!
+//! [`check_ws_upgrade`] feeds arbitrary bytes as a WebSocket upgrade response.
+//!
 //! [`check_client`] and [`check_server`] take one input (the first byte chooses how
 //! it is cut into reads and, for the client, whether a password is set) and panic if
 //! an invariant breaks: no panic inside the machine, bounded buffering and output, a
@@ -96,6 +98,36 @@ pub fn check_server(input: &[u8]) {
     assert!(sent <= SERVER_MAX_OUT, "server sent {sent} bytes");
 }
 
+/// Feeds `input` as a WebSocket upgrade response, growing byte by byte as the I/O
+/// shell does: no panic, a head length within the input and the bound, and a verdict
+/// that never changes once given.
+pub fn check_ws_upgrade(input: &[u8]) {
+    use crate::ws_upgrade::{MAX_RESPONSE_HEAD, Request, Upgrade};
+    let req = Request {
+        host: "bmc:443",
+        path: "/kvm/0",
+        subprotocol: Some("binary"),
+        header: None,
+    };
+    let Ok((up, _)) = Upgrade::start(&req, *b"the sample nonce") else {
+        panic!("request for fixed inputs failed");
+    };
+    let mut verdict = None;
+    for end in 0..=input.len().min(MAX_RESPONSE_HEAD + 16) {
+        let r = up.handle_response(input.get(..end).unwrap_or_default());
+        if let Ok(Some(n)) = r {
+            assert!(n <= end && n <= MAX_RESPONSE_HEAD, "head {n} of {end}");
+        }
+        match (&verdict, r) {
+            (None, Ok(None)) => {}
+            (None, r) => verdict = Some(r),
+            (Some(v), r) => {
+                assert_eq!(v, &r, "verdict changed with more input");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +156,32 @@ mod tests {
             check_client(&input);
             check_server(&input);
         }
+    }
+
+    #[test]
+    fn replay_seeded_ws_upgrade() {
+        const OK: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n";
+        let mut rng = fastrand::Rng::with_seed(0x5eb_50c4);
+        for i in 0..1500 {
+            let mut input = if i % 2 == 0 { OK.to_vec() } else { Vec::new() };
+            // Random bytes with CR/LF and ':' overrepresented, at a random place.
+            let at = rng.usize(..=input.len());
+            let noise: Vec<u8> = (0..rng.usize(0..64))
+                .map(|_| match rng.u8(..8) {
+                    0 => b'\r',
+                    1 => b'\n',
+                    2 => b':',
+                    _ => rng.u8(..),
+                })
+                .collect();
+            input.splice(at..at, noise);
+            if rng.bool() {
+                input.extend_from_slice(b"\r\n\r\n");
+            }
+            check_ws_upgrade(&input);
+        }
+        check_ws_upgrade(&[b'x'; 9000]);
     }
 
     #[test]
