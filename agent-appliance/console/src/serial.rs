@@ -31,7 +31,9 @@ impl SerialConsole {
 /// Opens a WebSocket serial console at `url` (`ws://` or `wss://`) within `timeout`.
 ///
 /// `auth_header` is sent with the upgrade request, e.g. `("X-Auth-Token", token)` or
-/// `("Cookie", "SESSION=...")`; a 401/403 answer is `bmc_auth_failed`. `wss://` needs
+/// `("Cookie", "SESSION=...")`, or `("Sec-WebSocket-Protocol", token)` for servers
+/// that take the token as subprotocol (as a browser must send it) and echo it; a
+/// 401/403 answer is `bmc_auth_failed`. `wss://` needs
 /// `cert_sha256`, the pin of the BMC's leaf certificate. No subprotocol is requested;
 /// text messages are accepted as data (some BMCs send them).
 pub async fn connect_serial_ws(

@@ -45,7 +45,8 @@ pub enum UpgradeError {
 #[derive(Debug, Clone)]
 pub struct Upgrade {
     accept: String,
-    subprotocol: Option<&'static str>,
+    /// The one subprotocol the server may choose (or none).
+    subprotocol: Option<String>,
 }
 
 /// The upgrade request for `host` (the Host header, `host:port`) and `path`.
@@ -57,7 +58,9 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// `Sec-WebSocket-Protocol` to ask for.
     pub subprotocol: Option<&'static str>,
-    /// One extra header (session token, cookie).
+    /// One extra header (session token, cookie). A `Sec-WebSocket-Protocol` header
+    /// here (a token passed as subprotocol, as browsers must) is the subprotocol the
+    /// server may echo.
     pub header: Option<(&'a str, &'a str)>,
 }
 
@@ -85,6 +88,7 @@ impl Upgrade {
         if bad(req.path) || bad(req.host) {
             return Err(UpgradeError::BadHeader);
         }
+        let mut subprotocol = req.subprotocol.map(str::to_owned);
         if let Some(p) = req.subprotocol {
             out.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
         }
@@ -97,6 +101,12 @@ impl Upgrade {
             if !name_ok || !value_ok {
                 return Err(UpgradeError::BadHeader);
             }
+            if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+                if subprotocol.is_some() {
+                    return Err(UpgradeError::BadHeader);
+                }
+                subprotocol = Some(value.trim().to_owned());
+            }
             out.push_str(&format!("{name}: {value}\r\n"));
         }
         out.push_str("\r\n");
@@ -104,7 +114,7 @@ impl Upgrade {
         Ok((
             Upgrade {
                 accept,
-                subprotocol: req.subprotocol,
+                subprotocol,
             },
             out.into_bytes(),
         ))
@@ -161,7 +171,7 @@ impl Upgrade {
                     }
                     accept = true;
                 }
-                "sec-websocket-protocol" if Some(value) != self.subprotocol => {
+                "sec-websocket-protocol" if Some(value) != self.subprotocol.as_deref() => {
                     return Err(UpgradeError::BadSubprotocol(crate::rfb::sanitize(
                         value.as_bytes(),
                     )));
@@ -284,6 +294,29 @@ mod tests {
             none.handle_response(other),
             Err(UpgradeError::BadSubprotocol(_))
         ));
+    }
+
+    #[test]
+    fn token_as_subprotocol_may_be_echoed() {
+        let r = Request {
+            header: Some(("Sec-WebSocket-Protocol", "abc123token")),
+            ..req(None)
+        };
+        let (up, bytes) = Upgrade::start(&r, NONCE).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert_eq!(text.matches("Sec-WebSocket-Protocol").count(), 1, "{text}");
+        let echo = b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: abc123token\r\n\r\n";
+        assert_eq!(up.handle_response(echo), Ok(Some(echo.len())));
+        // Not together with a subprotocol of our own.
+        let both = Request {
+            header: Some(("sec-websocket-protocol", "t")),
+            ..req(Some("binary"))
+        };
+        assert_eq!(
+            Upgrade::start(&both, NONCE).err(),
+            Some(UpgradeError::BadHeader)
+        );
     }
 
     #[test]
