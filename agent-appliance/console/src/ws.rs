@@ -23,6 +23,10 @@ use crate::ws_upgrade::{Request, Upgrade, UpgradeError};
 /// message; anything larger is refused before it is buffered.
 pub const MAX_MESSAGE: usize = 16 << 20;
 
+/// The largest message we send: what goes toward a BMC is input events and
+/// keystrokes, small; a larger write is split.
+const MAX_WRITE: usize = 64 * 1024;
+
 /// Upgrade options.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct WsOptions<'a> {
@@ -109,7 +113,7 @@ where
         .write_buffer_size(0)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
-        .max_write_buffer_size(4 * MAX_MESSAGE);
+        .max_write_buffer_size(4 * MAX_WRITE);
     let ws = WebSocketStream::from_partially_read(stream, frames, Role::Client, Some(config)).await;
     let (tx, rx) = ws.split();
     Ok(WsStream {
@@ -171,8 +175,9 @@ where
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        // One message per write, bounded like what we accept.
-        let n = buf.len().min(MAX_MESSAGE);
+        // One message per write; the previous one is flushed first (poll_ready), so
+        // at most one message waits in tungstenite's buffer.
+        let n = buf.len().min(MAX_WRITE);
         Pin::new(&mut self.tx).poll_write(cx, buf.get(..n).unwrap_or(buf))
     }
 

@@ -242,7 +242,9 @@ fn websocket_writes_go_out_without_flush() {
         let mut con = outband_console::connect_serial_ws(&format!("ws://{addr}/"), None, None, T)
             .await
             .unwrap();
-        for key in [&b"a"[..], b"bc", b"\r"] {
+        // Keystrokes, then a paste larger than one message (split into several).
+        let paste: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        for key in [&b"a"[..], b"bc", b"\r", &paste] {
             con.write_all(key).await.unwrap(); // no flush
             let mut back = vec![0u8; key.len()];
             let read = con.read_exact(&mut back);
