@@ -44,6 +44,26 @@ impl fmt::Display for SystemId {
     }
 }
 
+#[derive(serde::Serialize)]
+struct ResetBody {
+    #[serde(rename = "ResetType")]
+    reset_type: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct BootPatch {
+    #[serde(rename = "Boot")]
+    boot: BootBody,
+}
+
+#[derive(serde::Serialize)]
+struct BootBody {
+    #[serde(rename = "BootSourceOverrideTarget")]
+    target: &'static str,
+    #[serde(rename = "BootSourceOverrideEnabled")]
+    enabled: &'static str,
+}
+
 enum Authn {
     Basic(Zeroizing<String>),
     Session(Session),
@@ -170,7 +190,7 @@ impl Client {
         &self,
         method: &str,
         path: &str,
-        body: &serde_json::Value,
+        body: &impl serde::Serialize,
         if_match: Option<&str>,
     ) -> Result<()> {
         let body = serde_json::to_vec(body).map_err(|e| Error::Config(e.to_string()))?;
@@ -293,7 +313,9 @@ impl Client {
         self.send_json(
             "POST",
             &target,
-            &serde_json::json!({"ResetType": kind.as_str()}),
+            &ResetBody {
+                reset_type: kind.as_str(),
+            },
             None,
         )
     }
@@ -334,10 +356,12 @@ impl Client {
         self.send_json(
             "PATCH",
             &path,
-            &serde_json::json!({"Boot": {
-                "BootSourceOverrideTarget": target.as_str(),
-                "BootSourceOverrideEnabled": mode.as_str(),
-            }}),
+            &BootPatch {
+                boot: BootBody {
+                    target: target.as_str(),
+                    enabled: mode.as_str(),
+                },
+            },
             etag.as_deref(),
         )
     }

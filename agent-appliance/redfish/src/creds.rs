@@ -37,8 +37,18 @@ impl Credentials {
 
     /// The session login body `{"UserName": …, "Password": …}` (wiped on drop).
     pub(crate) fn login_body(&self) -> Zeroizing<Vec<u8>> {
-        let v = serde_json::json!({"UserName": self.username, "Password": self.password.as_str()});
-        let mut out = Zeroizing::new(Vec::new());
+        #[derive(serde::Serialize)]
+        struct Login<'a> {
+            #[serde(rename = "UserName")]
+            user: &'a str,
+            #[serde(rename = "Password")]
+            password: &'a str,
+        }
+        let v = Login {
+            user: &self.username,
+            password: &self.password,
+        };
+        let mut out = Zeroizing::new(Vec::with_capacity(64 + self.password.len() * 6));
         // Serialising a Value of strings into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, &v);
         out

@@ -289,21 +289,25 @@ pub(crate) fn members(c: &Collection) -> Result<Vec<String>> {
 /// `error.@Message.ExtendedInfo`, else `error.message`; bounded to [`MAX_MESSAGE`]
 /// characters. `None` for a body that is not a Redfish error.
 pub fn error_message(body: &[u8]) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let err = v.get("error")?;
-    let mut parts: Vec<&str> = err
-        .get("@Message.ExtendedInfo")
-        .and_then(|x| x.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|i| i.get("Message").and_then(|m| m.as_str()))
-                .collect()
-        })
-        .unwrap_or_default();
-    if parts.is_empty()
-        && let Some(m) = err.get("message").and_then(|m| m.as_str())
-    {
-        parts.push(m);
+    #[derive(Deserialize)]
+    struct Body {
+        error: Inner,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        message: Option<String>,
+        #[serde(rename = "@Message.ExtendedInfo", default)]
+        extended: Vec<Info>,
+    }
+    #[derive(Deserialize)]
+    struct Info {
+        #[serde(rename = "Message")]
+        message: Option<String>,
+    }
+    let err = serde_json::from_slice::<Body>(body).ok()?.error;
+    let mut parts: Vec<String> = err.extended.into_iter().filter_map(|i| i.message).collect();
+    if parts.is_empty() {
+        parts.extend(err.message);
     }
     if parts.is_empty() {
         return None;

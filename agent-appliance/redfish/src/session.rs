@@ -10,6 +10,12 @@ use crate::creds::Credentials;
 use crate::error::{Error, Result};
 use crate::http::{Auth, Http};
 
+#[derive(serde::Deserialize)]
+struct OdataId {
+    #[serde(rename = "@odata.id")]
+    id: Option<String>,
+}
+
 /// A live session on the BMC.
 pub(crate) struct Session {
     http: Http,
@@ -52,9 +58,9 @@ impl Session {
         // The resource to delete: the Location header, else the body's @odata.id;
         // either must be on the BMC's origin.
         let link = reply.location.clone().or_else(|| {
-            serde_json::from_slice::<serde_json::Value>(&reply.body)
+            serde_json::from_slice::<OdataId>(&reply.body)
                 .ok()
-                .and_then(|v| v.get("@odata.id")?.as_str().map(str::to_owned))
+                .and_then(|v| v.id)
         });
         let path = link.map(|l| http.origin().resolve(&reply.path, &l));
         let (token, path) = match (reply.token, path) {
