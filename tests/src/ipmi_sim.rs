@@ -130,17 +130,35 @@ pub struct IpmiSim {
     port: u16,
     dir: PathBuf,
     proc: Proc,
-    sol: SolBackend,
+    sol: Option<SolBackend>,
+    qemu_pidfile: Option<PathBuf>,
 }
 
 impl IpmiSim {
-    /// Writes the config into `<test dir>/ipmi_sim/` and starts the simulator; ready
-    /// when it answers an RMCP presence ping.
+    /// Writes the config into `<test dir>/ipmi_sim/` and starts the simulator with a
+    /// chassis script and a banner/echo server behind SOL; ready when it answers an
+    /// RMCP presence ping.
     pub fn start(ctx: &TestContext) -> anyhow::Result<IpmiSim> {
+        Self::launch(ctx, false)
+    }
+
+    /// Like [`start`](Self::start), but the chassis is a real QEMU (TCG, SeaBIOS, no
+    /// disk, rebooting every 3 s so SeaBIOS keeps printing) that ipmi_sim starts on
+    /// power on and kills on power off, connected through QEMU's `ipmi-bmc-extern`
+    /// device; SOL carries the guest's serial port.
+    pub fn start_with_qemu(ctx: &TestContext) -> anyhow::Result<IpmiSim> {
+        Self::launch(ctx, true)
+    }
+
+    fn launch(ctx: &TestContext, qemu: bool) -> anyhow::Result<IpmiSim> {
         let dir = ctx.subdir("ipmi_sim");
         let state = dir.join("state");
         std::fs::create_dir_all(&state)?;
-        let sol = SolBackend::start()?;
+        let sol = if qemu {
+            None
+        } else {
+            Some(SolBackend::start()?)
+        };
         let chassis = dir.join("chassis.sh");
         std::fs::write(
             &chassis,
@@ -163,6 +181,30 @@ impl IpmiSim {
         )?;
         std::fs::set_permissions(&chassis, std::fs::Permissions::from_mode(0o755))?;
         let port = free_udp_port();
+        let qemu_pidfile = qemu.then(|| dir.join("qemu.pid"));
+        let chassis_lines = match (&sol, &qemu_pidfile) {
+            (Some(sol), _) => format!(
+                "  chassis_control \"{}\"\n  sol \"tcp:{}\" 115200\n",
+                chassis.display(),
+                sol.addr()
+            ),
+            (None, Some(pidfile)) => {
+                let (vm_port, serial_port) = (crate::net::free_port(), crate::net::free_port());
+                format!(
+                    "  serial 15 127.0.0.1 {vm_port} codec VM\n\
+                     \x20 startcmd \"qemu-system-x86_64 -machine pc,accel=tcg,graphics=off -m 64 \
+                     -nodefaults -display none -nic none -boot reboot-timeout=3000 -pidfile {pidfile} \
+                     -chardev socket,id=ipmi0,host=127.0.0.1,port={vm_port},reconnect-ms=1000 \
+                     -device ipmi-bmc-extern,id=bmc0,chardev=ipmi0 -device isa-ipmi-kcs,bmc=bmc0 \
+                     -chardev socket,id=s0,host=127.0.0.1,port={serial_port},server=on,wait=off \
+                     -serial chardev:s0\"\n\
+                     \x20 startnow false\n\
+                     \x20 sol \"tcp:127.0.0.1:{serial_port}\" 115200\n",
+                    pidfile = pidfile.display()
+                )
+            }
+            (None, None) => unreachable!("either a SOL backend or QEMU"),
+        };
         let conf = dir.join("lan.conf");
         std::fs::write(
             &conf,
@@ -178,12 +220,9 @@ impl IpmiSim {
                  \x20   allowed_auths_admin none md2 md5 straight\n\
                  \x20   guid a123456789abcdefa123456789abcdef\n\
                  \x20 endlan\n\
-                 \x20 chassis_control \"{}\"\n\
-                 \x20 sol \"tcp:{}\" 115200\n\
+                 {chassis_lines}\
                  \x20 user 1 true  \"\"      \"test\"     user  10  none md2 md5 straight\n\
-                 \x20 user 2 true  \"{USER}\" \"{PASSWORD}\" admin 10  none md2 md5 straight\n",
-                chassis.display(),
-                sol.addr()
+                 \x20 user 2 true  \"{USER}\" \"{PASSWORD}\" admin 10  none md2 md5 straight\n"
             ),
         )?;
         let emu = dir.join("sim.emu");
@@ -213,6 +252,7 @@ impl IpmiSim {
             dir,
             proc,
             sol,
+            qemu_pidfile,
         };
         wait_rmcp_pong(sim.addr(), Duration::from_secs(10))?;
         Ok(sim)
@@ -228,9 +268,21 @@ impl IpmiSim {
         self.port
     }
 
-    /// The TCP server behind SOL.
-    pub fn sol_backend(&self) -> &SolBackend {
-        &self.sol
+    /// The TCP server behind SOL (not with QEMU).
+    pub fn sol_backend(&self) -> Option<&SolBackend> {
+        self.sol.as_ref()
+    }
+
+    /// The pid of the QEMU that ipmi_sim started, while it runs.
+    pub fn qemu_pid(&self) -> Option<i32> {
+        let pidfile = self.qemu_pidfile.as_ref()?;
+        let pid: i32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+        // Check it is still our QEMU (the pid file may be stale, the pid reused).
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let marker = pidfile.to_string_lossy();
+        String::from_utf8_lossy(&cmdline)
+            .contains(marker.as_ref())
+            .then_some(pid)
     }
 
     /// The power state chassis.sh keeps (false until first powered on).
@@ -246,6 +298,18 @@ impl IpmiSim {
     /// The simulator process.
     pub fn proc_mut(&mut self) -> &mut Proc {
         &mut self.proc
+    }
+}
+
+impl Drop for IpmiSim {
+    fn drop(&mut self) {
+        // ipmi_sim starts QEMU in a session of its own: it outlives ipmi_sim.
+        if let Some(pid) = self.qemu_pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use anyhow::{Context as _, ensure};
 use outband_e2e::TestContext;
 use outband_e2e::ipmi_sim::{IpmiSim, PASSWORD, USER, ipmitool};
 use outband_e2e::pyghmi::PyghmiBmc;
+use outband_e2e::wait::{wait_for, wait_until};
 use outband_ipmi::{BootDevice, ChassisAction, Credentials, ErrorKind, Options, Session, Sol};
 
 fn creds() -> Credentials {
@@ -382,6 +383,55 @@ fn ipmi_sim_sol_relay_and_dead_bmc_detected() {
             took < o.keepalive + o.timeout * (o.retries + 1) + Duration::from_secs(1),
             "took {took:?}"
         );
+        Ok(())
+    })
+}
+
+#[test]
+fn ipmi_sim_drives_a_real_qemu_power_and_sol() {
+    TestContext::run("ipmi_sim_qemu", |ctx| {
+        let sim = IpmiSim::start_with_qemu(ctx)?;
+        let mut o = opts();
+        o.cipher_suites = vec![3];
+        let mut power = open(sim.addr(), &o)?;
+        ensure!(sim.qemu_pid().is_none(), "QEMU runs before power on");
+        ensure!(!smol::block_on(power.chassis_status())?.power_on);
+
+        smol::block_on(power.chassis_control(ChassisAction::PowerOn))?;
+        let pid = wait_for("QEMU started by power on", Duration::from_secs(15), || {
+            sim.qemu_pid()
+        })?;
+        ensure!(power_status(sim.port())? == "Chassis Power is on");
+
+        // SOL on a second session carries the guest's serial port: SeaBIOS, which
+        // reboots every 3 s (no disk) and prints its banner each time.
+        let mut sol = smol::block_on(open(sim.addr(), &o)?.sol())?;
+        let text = sol_read_until(&mut sol, b"No bootable device", Duration::from_secs(20))?;
+        let text = String::from_utf8_lossy(&text).into_owned();
+        sol_read_until(&mut sol, b"SeaBIOS", Duration::from_secs(20)).context(text)?;
+        // A hard reset is accepted and keeps the same VM process.
+        smol::block_on(power.chassis_control(ChassisAction::HardReset))?;
+        ensure!(
+            sim.qemu_pid() == Some(pid),
+            "reset must not restart the process"
+        );
+        smol::block_on(sol.close())?;
+
+        // Power cycle: a new QEMU process.
+        smol::block_on(power.chassis_control(ChassisAction::PowerCycle))?;
+        wait_until(
+            "a new QEMU after power cycle",
+            Duration::from_secs(20),
+            || sim.qemu_pid().is_some_and(|p| p != pid),
+        )?;
+        // Power off kills it; ipmitool agrees.
+        smol::block_on(power.chassis_control(ChassisAction::PowerOff))?;
+        wait_until("QEMU gone after power off", Duration::from_secs(15), || {
+            sim.qemu_pid().is_none()
+        })?;
+        ensure!(!smol::block_on(power.chassis_status())?.power_on);
+        ensure!(power_status(sim.port())? == "Chassis Power is off");
+        smol::block_on(power.close())?;
         Ok(())
     })
 }
