@@ -247,19 +247,23 @@ fn wrong_or_missing_password_is_auth_failed_with_qemus_reason() {
     });
 }
 
+/// QEMU's own WebSocket port (as OpenBMC's `/kvm/0`), with a VNC password: VNC
+/// Authentication inside binary WebSocket messages.
 #[test]
-fn qemu_websocket_port_matches_direct() {
+fn qemu_websocket_port_with_password_matches_direct() {
     TestContext::run("bmc_vnc_ws", |ctx| {
         let opts = QemuVncOptions {
             websocket: true,
-            ..Default::default()
+            password: Some(PASSWORD.into()),
         };
         let qemu = QemuVnc::start_with(ctx, &opts)?;
         qemu.wait_settled(T)?;
         let ws = qemu.ws_addr().context("websocket port")?;
-        let relay = Relay::start(target(format!("ws://{ws}")))?;
+        let mut t = target(format!("ws://{ws}"));
+        t.password = Some(Zeroizing::new(PASSWORD.into()));
+        let relay = Relay::start(t)?;
         assert_front_offers_only_none(&qemu, relay.addr)?;
-        assert_eq!(relay.outcome(0)?, Ok(1));
+        assert_eq!(relay.outcome(0)?, Ok(2));
         assert_same_picture(ctx, &qemu, relay.addr, "ws")
     });
 }
