@@ -16,6 +16,9 @@ const OP_BREAK: u8 = 0x10;
 const NACK: u8 = 0x40;
 /// Status bit from the BMC: character transfer unavailable.
 const STATUS_UNAVAILABLE: u8 = 0x20;
+/// Consecutive refusals (NACK with nothing accepted) before giving up: with the
+/// hold of a quarter timeout each, about 10 timeouts.
+const MAX_NACKS: u32 = 40;
 /// Characters per packet when the BMC reports no usable payload size.
 const DEFAULT_CHUNK: usize = 128;
 /// Status bit from the BMC: SOL deactivating.
@@ -49,6 +52,7 @@ pub struct SolState {
     retries: u32,
     error: Option<Error>,
     deactivating: bool,
+    nacks: u32,
 }
 
 impl SolState {
@@ -79,6 +83,7 @@ impl SolState {
             retries,
             error: None,
             deactivating: false,
+            nacks: 0,
         }
     }
 
@@ -221,8 +226,19 @@ impl SolState {
             for b in rest.into_iter().rev() {
                 self.tx.push_front(b);
             }
+            if taken > 0 {
+                self.nacks = 0;
+            }
             if status & (NACK | STATUS_UNAVAILABLE) != 0 && taken == 0 {
-                // The BMC cannot take characters now: wait a little before retrying.
+                // The BMC cannot take characters now: wait a little before retrying,
+                // but not forever.
+                self.nacks += 1;
+                if self.nacks > MAX_NACKS {
+                    self.error = Some(Error::new(
+                        ErrorKind::Timeout,
+                        format!("SOL: the BMC refused serial input {MAX_NACKS} times in a row"),
+                    ));
+                }
                 self.hold_until = Some(now + self.timeout / 4);
                 if i.op & OP_BREAK != 0 {
                     self.pending_break = true;
@@ -331,6 +347,21 @@ mod tests {
         s.handle_payload(&[0, 0, 0, STATUS_DEACTIVATING], later);
         assert!(s.deactivating());
         s.handle_payload(&[1, 2], later); // too short: ignored
+    }
+
+    #[test]
+    fn endless_nacks_end_in_an_error() {
+        let mut now = Instant::now();
+        let mut s = SolState::new(100, T, 3);
+        s.write(b"x");
+        for _ in 0..=MAX_NACKS {
+            assert!(s.take_error().is_none());
+            let p = s.poll_payload(now).expect("sent again after the hold");
+            s.handle_payload(&[0, p[0], 0, NACK], now);
+            now = s.poll_timeout().unwrap();
+            s.handle_timeout(now);
+        }
+        assert_eq!(s.take_error().unwrap().kind(), ErrorKind::Timeout);
     }
 
     #[test]

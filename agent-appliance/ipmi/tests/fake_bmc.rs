@@ -506,3 +506,25 @@ fn lost_request_is_retransmitted_with_new_session_seq_same_rqseq() {
     );
     assert_eq!(rq1, rq2, "same rqSeq so the BMC can spot the duplicate");
 }
+
+#[test]
+fn cancelled_command_leaves_the_session_usable() {
+    let bmc = start(Fault::DropFirstStatus);
+    let mut s = open(&bmc, &opts()).expect("open");
+    // The caller gives up on the first status (its request was "lost") early.
+    let first = smol::block_on(futures_lite::future::or(
+        async { Some(s.chassis_status().await) },
+        async {
+            smol::Timer::after(Duration::from_millis(50)).await;
+            None
+        },
+    ));
+    assert!(first.is_none(), "the first request had no answer");
+    // The next command works; the abandoned one's late answer cannot be mistaken
+    // for it (different rqSeq).
+    assert!(smol::block_on(s.chassis_status()).unwrap().power_on);
+    smol::block_on(s.close()).unwrap();
+    let seen = bmc.seen.lock().unwrap();
+    assert_eq!(seen.status_requests.len(), 2);
+    assert_ne!(seen.status_requests[0].1, seen.status_requests[1].1);
+}
