@@ -69,7 +69,9 @@ impl<In: Transport> Connector<In> for PinnedTlsConnector {
         let mut sock = TransportAdapter::new(transport.boxed(), details.current_time.clone());
         sock.set_timeout(details.timeout);
         while conn.is_handshaking() {
-            conn.complete_io(&mut sock)?;
+            if let Err(e) = conn.complete_io(&mut sock) {
+                return Err(handshake_error(e));
+            }
         }
         let buffers = LazyBuffers::new(
             details.config.input_buffer_size(),
@@ -79,6 +81,22 @@ impl<In: Transport> Connector<In> for PinnedTlsConnector {
             buffers,
             stream: StreamOwned { conn, sock },
         })))
+    }
+}
+
+/// A failed handshake is a protocol error (the peer is reachable but does not speak
+/// TLS with us), unless it is a deadline.
+fn handshake_error(e: std::io::Error) -> ureq::Error {
+    use std::io::ErrorKind as K;
+    match ureq::Error::from(e) {
+        t @ ureq::Error::Timeout(_) => t,
+        ureq::Error::Io(io) if matches!(io.kind(), K::TimedOut | K::WouldBlock) => {
+            ureq::Error::Io(io)
+        }
+        other => ureq::Error::Io(std::io::Error::new(
+            K::InvalidData,
+            format!("TLS handshake: {other}"),
+        )),
     }
 }
 

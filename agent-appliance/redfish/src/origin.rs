@@ -112,6 +112,13 @@ impl Origin {
         if !path.starts_with('/') || path.starts_with("//") {
             return refuse("not a path on this origin");
         }
+        if path.len() > MAX_PATH
+            || !path.is_ascii()
+            || path.contains('#')
+            || path.parse::<ureq::http::uri::PathAndQuery>().is_err()
+        {
+            return refuse("not a valid URI path");
+        }
         Ok(path)
     }
 }
@@ -235,6 +242,9 @@ mod tests {
             "/a b",
             "\\\\evil\\x",
             "",
+            "Systems/\u{e0102}é",
+            "/a#frag",
+            "/a<b>",
         ] {
             let e = b.resolve("/redfish/v1/", link).unwrap_err();
             assert_eq!(e.code(), "bmc_protocol", "{link:?} -> {e}");

@@ -508,3 +508,33 @@ fn probe_sends_no_credentials_and_records_the_fingerprint() {
         "bmc_error"
     );
 }
+
+#[test]
+fn tls_handshake_stall_hits_the_deadline() {
+    // Accepts TCP, never speaks TLS.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let hold = std::thread::spawn(move || {
+        let conn = listener.accept();
+        std::thread::sleep(Duration::from_secs(6));
+        drop(conn);
+    });
+    let start = Instant::now();
+    let e = Client::connect(&url, &creds(), TlsPolicy::TrustOnFirstUse, quick()).unwrap_err();
+    assert_eq!(e.code(), "bmc_timeout", "{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(hold);
+}
+
+#[test]
+fn https_to_a_plain_http_server_is_a_protocol_error() {
+    let bmc = FakeBmc::start(false);
+    let url = bmc.url().replace("http://", "https://");
+    let e = Client::connect(&url, &creds(), TlsPolicy::TrustOnFirstUse, quick()).unwrap_err();
+    assert_eq!(e.code(), "bmc_protocol", "{e}");
+    assert!(bmc.state().requests.is_empty());
+}
