@@ -538,3 +538,42 @@ fn https_to_a_plain_http_server_is_a_protocol_error() {
     assert_eq!(e.code(), "bmc_protocol", "{e}");
     assert!(bmc.state().requests.is_empty());
 }
+
+#[test]
+fn system_links_to_another_origin_are_refused() {
+    let bmc = FakeBmc::start_with(
+        false,
+        false,
+        over(|r, _| {
+            (r.path == "/redfish/v1/Systems").then(|| {
+                json(
+                    200,
+                    r#"{"Members@odata.count": 2, "Members": [
+                        {"@odata.id": "/redfish/v1/Systems/1"},
+                        {"@odata.id": "https://evil.example/redfish/v1/Systems/2"}]}"#,
+                )
+            })
+        }),
+    );
+    let c = connect_plain(&bmc).unwrap();
+    let e = c.systems().unwrap_err();
+    assert_eq!(e.code(), "bmc_protocol", "{e}");
+}
+
+#[test]
+fn service_root_behind_basic_auth() {
+    let bmc = FakeBmc::start_with(
+        false,
+        false,
+        over(|r, _| {
+            (r.path == "/redfish/v1/" && r.header("authorization").is_none())
+                .then(|| json(401, "{}"))
+        }),
+    );
+    let c = connect_plain(&bmc).unwrap();
+    assert_eq!(c.service_root().redfish_version.as_deref(), Some("1.11.0"));
+    let st = bmc.state();
+    // First without credentials, then with.
+    assert!(st.requests[0].header("authorization").is_none());
+    assert!(st.requests[1].header("authorization").is_some());
+}
