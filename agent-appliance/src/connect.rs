@@ -107,6 +107,7 @@ impl Agent {
             allow: config.allow.clone(),
             connect_timeout: config.connect_timeout,
             started: Instant::now(),
+            bmc_requests: Default::default(),
         });
         Agent {
             config,

@@ -9,6 +9,7 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,13 @@ pub struct RelayContext {
     pub connect_timeout: Duration,
     /// When the agent started (for uptime).
     pub started: Instant,
+    /// BMC requests being answered right now (bounded by [`MAX_BMC_REQUESTS`]).
+    pub bmc_requests: AtomicUsize,
 }
+
+/// Most BMC requests answered at once; more get `agent_busy` at once instead of piling
+/// up tasks, sockets and BMC sessions.
+pub const MAX_BMC_REQUESTS: usize = 64;
 
 /// The inventory report for an allow-list: every endpoint, reachability unknown.
 pub fn inventory(allow: &AllowList) -> InventoryReport {
@@ -68,9 +75,22 @@ pub async fn serve_incoming(tunnel: Tunnel, ctx: Arc<RelayContext>, addresses: V
                     | request::Body::BmcInfo(_)
                     | request::Body::BootDevice(_)),
                 ) => {
+                    if ctx.bmc_requests.fetch_add(1, Ordering::AcqRel) >= MAX_BMC_REQUESTS {
+                        ctx.bmc_requests.fetch_sub(1, Ordering::AcqRel);
+                        let message = format!(
+                            "the agent is already answering {MAX_BMC_REQUESTS} BMC requests"
+                        );
+                        let busy = ErrorReply {
+                            code: "agent_busy".into(),
+                            message,
+                        };
+                        tunnel.reply(req.request_id, reply::Body::Error(busy));
+                        continue;
+                    }
                     let (tunnel, ctx) = (tunnel.clone(), ctx.clone());
                     smol::spawn(async move {
                         let reply = crate::bmc::answer(body, &ctx).await;
+                        ctx.bmc_requests.fetch_sub(1, Ordering::AcqRel);
                         tunnel.reply(req.request_id, reply);
                     })
                     .detach();
@@ -374,6 +394,7 @@ mod tests {
             allow: allow(),
             connect_timeout: Duration::from_secs(1),
             started: Instant::now(),
+            bmc_requests: AtomicUsize::new(0),
         };
         let addrs = vec!["192.0.2.1".to_owned()];
         match answer(

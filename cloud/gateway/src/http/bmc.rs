@@ -387,6 +387,7 @@ pub fn agent_error(e: &pb::ErrorReply) -> ApiError {
         ("bad_request", StatusCode::BAD_REQUEST),
         ("forbidden", StatusCode::FORBIDDEN),
         ("unsupported", StatusCode::NOT_IMPLEMENTED),
+        ("agent_busy", StatusCode::SERVICE_UNAVAILABLE),
         ("bmc_unreachable", StatusCode::BAD_GATEWAY),
         ("bmc_timeout", StatusCode::GATEWAY_TIMEOUT),
         ("bmc_auth_failed", StatusCode::BAD_GATEWAY),
