@@ -135,6 +135,11 @@ where
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        // A message that met a full socket waits in tungstenite's buffer until the
+        // next write or flush. A relay that does not flush (and has nothing more to
+        // write) still keeps reading: push the tail out from here. Nothing to send
+        // costs no syscall; errors surface on the write side.
+        let _ = Pin::new(&mut this.tx).poll_flush(cx);
         loop {
             if !this.pending.is_empty() {
                 let n = buf.len().min(this.pending.len());

@@ -259,3 +259,71 @@ fn websocket_writes_go_out_without_flush() {
         }
     });
 }
+
+/// A relay like the agent's: reads from the BMC side and copies toward it without
+/// ever flushing. The browser side goes quiet right when the BMC's socket is full, so
+/// the last message sits half-written in a buffer; it must still go out as the relay
+/// keeps polling the BMC side for reading (and nothing more is written).
+#[test]
+fn buffered_tail_goes_out_while_the_relay_only_reads() {
+    use futures_lite::{AsyncRead, AsyncWrite};
+    use std::task::Poll;
+    smol::block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (accepted_tx, accepted_rx) = smol::channel::bounded::<usize>(1);
+        let (got_tx, got_rx) = smol::channel::bounded::<usize>(1);
+        smol::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let mut ws = async_tungstenite::accept_async(s).await.unwrap();
+            // Read nothing until the client has filled its socket and gone quiet.
+            let accepted = accepted_rx.recv().await.unwrap();
+            let mut got = 0;
+            while got < accepted {
+                match futures_lite::StreamExt::next(&mut ws).await {
+                    Some(Ok(m)) => got += m.len(),
+                    _ => break,
+                }
+            }
+            let _ = got_tx.send(got).await;
+        })
+        .detach();
+        let mut con = outband_console::connect_serial_ws(&format!("ws://{addr}/"), None, None, T)
+            .await
+            .unwrap();
+        let chunk = vec![b'k'; 64 * 1024];
+        let mut accepted = 0usize;
+        let mut quiet = false;
+        let mut down = [0u8; 1024];
+        let relay = std::future::poll_fn(|cx| {
+            // Down: read from the BMC side (nothing comes).
+            if let Poll::Ready(r) = std::pin::Pin::new(&mut con).poll_read(cx, &mut down) {
+                return Poll::Ready(r.map(|_| ()));
+            }
+            // Up: write until the socket is full, then go quiet for good. Never flush.
+            while !quiet {
+                match std::pin::Pin::new(&mut con).poll_write(cx, &chunk) {
+                    Poll::Ready(Ok(n)) => accepted += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        quiet = true;
+                        let _ = accepted_tx.try_send(accepted);
+                    }
+                }
+            }
+            Poll::Pending
+        });
+        let relay = async {
+            let _ = relay.await;
+            None
+        };
+        let got = async { got_rx.recv().await.ok() };
+        let timeout = async {
+            smol::Timer::after(Duration::from_secs(10)).await;
+            None
+        };
+        let got = futures_lite::future::or(relay, futures_lite::future::or(got, timeout)).await;
+        assert!(accepted > 64 * 1024, "the socket never filled");
+        assert_eq!(got, Some(accepted), "the tail never left the buffer");
+    });
+}
