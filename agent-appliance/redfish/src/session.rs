@@ -62,7 +62,7 @@ impl Session {
                 .ok()
                 .and_then(|v| v.id)
         });
-        let path = link.map(|l| http.origin().resolve(&reply.path, &l));
+        let path = link.map(|l| session_path(http, &reply.path, &l));
         let (token, path) = match (reply.token, path) {
             (Some(t), Some(Ok(p))) => (t, p),
             (Some(t), bad) => {
@@ -116,6 +116,25 @@ impl Session {
             Ok(())
         } else {
             Err(reply.error())
+        }
+    }
+}
+
+/// Where the session lives: the link resolved on the BMC's origin. An absolute URL
+/// naming another host or port (BMCs often name themselves by a hostname or address
+/// other than the one dialled) contributes only its path: the session exists on this
+/// BMC, and the token never goes anywhere else.
+fn session_path(http: &Http, base: &str, link: &str) -> Result<String> {
+    match http.origin().resolve(base, link) {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            let uri: ureq::http::Uri = link.parse().map_err(|_| e)?;
+            let Some(p) = uri.path_and_query().filter(|_| uri.authority().is_some()) else {
+                return Err(Error::Protocol(format!(
+                    "session location {link:?} refused"
+                )));
+            };
+            http.origin().resolve(base, p.as_str())
         }
     }
 }
