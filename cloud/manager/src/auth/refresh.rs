@@ -95,13 +95,7 @@ pub async fn refresh(m: &Manager, token: &str, ip: IpAddr) -> Result<TokenRespon
         ..NewAudit::default()
     })
     .await?;
-    Ok(tokens::response(
-        m,
-        access,
-        next,
-        next_end - now,
-        user.password_must_change,
-    ))
+    tokens::response(m, &user, access, next, next_end - now).await
 }
 
 /// Reuse of a rotated token: revoke the family, audit, refuse.

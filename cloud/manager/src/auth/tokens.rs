@@ -52,32 +52,33 @@ pub(super) async fn start_session(
         .keys
         .sign(&access_claims(m, user, &session_id, now))
         .await?;
-    let resp = response(
-        m,
-        access,
-        refresh,
-        refresh_end - now,
-        user.password_must_change,
-    );
+    let resp = response(m, user, access, refresh, refresh_end - now).await?;
     Ok((session_id, resp))
 }
 
-/// The token response.
-pub(super) fn response(
+/// The token response, with the gateways the user may use: those with a URL serving
+/// servers of the user's tenant (global admins: every gateway with a URL).
+pub(super) async fn response(
     m: &Manager,
+    user: &UserRow,
     access: String,
     refresh: String,
     refresh_in: i64,
-    password_change_required: bool,
-) -> TokenResponse {
-    TokenResponse {
+) -> Result<TokenResponse, ApiError> {
+    let gateways = if user.is_global_admin {
+        m.store.gateways_for_tenant(None).await?
+    } else if let Some(t) = &user.tenant_id {
+        m.store.gateways_for_tenant(Some(t)).await?
+    } else {
+        Vec::new()
+    };
+    Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer".into(),
         expires_in: m.config.access_ttl.as_secs(),
         refresh_token: refresh,
         refresh_expires_in: refresh_in.max(0) as u64,
-        // Gateway registration is not built yet: nobody may use any gateway.
-        gateways: Vec::new(),
-        password_change_required,
-    }
+        gateways,
+        password_change_required: user.password_must_change,
+    })
 }

@@ -1,6 +1,7 @@
 //! The `gateways` and `gateway_agents` tables. Secrets (registration credentials,
 //! gateway tokens) are stored as SHA-256 only.
 
+use outband_api::auth::GatewayInfo;
 use outband_api::gateways::Gateway;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -193,6 +194,31 @@ impl Store {
                     endpoints: serde_json::from_str(&endpoints).unwrap_or_default(),
                     first_seen_at: r.try_get("first_seen_at")?,
                     last_seen_at: r.try_get("last_seen_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Gateways with a URL: all (`None`), or those serving servers of `tenant`.
+    pub async fn gateways_for_tenant(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<GatewayInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, url FROM gateways g WHERE url IS NOT NULL AND ($1 IS NULL OR \
+             EXISTS (SELECT 1 FROM servers s WHERE s.gateway_id = g.id AND s.tenant_id = $1)) \
+             ORDER BY name",
+        )
+        .bind(tenant)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(GatewayInfo {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    url: r.try_get("url")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

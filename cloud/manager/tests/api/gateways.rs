@@ -93,6 +93,33 @@ async fn registration_is_one_time_and_tokens_rotate(db: Db) {
         assert_eq!(r.code(), "forbidden", "{path}");
     }
 
+    // Login answers list the gateways serving the user's tenant (with a URL).
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/servers",
+            Some(json!({"name": "s", "gateway_id": id})),
+            &admin_a,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let b = app.tenant("B").await;
+    app.member("user@b.example", &b, "viewer").await;
+    for (email, expect) in [
+        (
+            "admin@a.example",
+            json!([{"id": id, "name": "edge-1", "url": "https://gw.example:8443"}]),
+        ),
+        ("user@b.example", json!([])),
+        (
+            "root@example.com",
+            json!([{"id": id, "name": "edge-1", "url": "https://gw.example:8443"}]),
+        ),
+    ] {
+        let v = app.login(email, PASSWORD).await.json();
+        assert_eq!(v["gateways"], expect, "{email}");
+    }
+
     let register = |c: String| {
         let app = &app;
         async move {
