@@ -169,7 +169,9 @@ impl BmcHandshake {
                 State::Reason(failure, len)
             }
             State::Reason(failure, _) => {
-                let reason = sanitize(msg);
+                // QEMU counts the C string's NUL terminator in the length.
+                let text = msg.strip_suffix(b"\0").unwrap_or(msg);
+                let reason = sanitize(text);
                 return Err(match failure {
                     Failure::Refused => HandshakeError::Refused { reason },
                     Failure::Auth(status) => HandshakeError::AuthFailed {

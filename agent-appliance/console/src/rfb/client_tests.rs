@@ -105,6 +105,28 @@ fn v38_auth_failed_with_reason() {
 }
 
 #[test]
+fn qemus_nul_terminated_reason_is_clean() {
+    // QEMU 9 sends the reason with its C string terminator counted in the length.
+    let reason = b"Authentication failed\0";
+    let server = cat(&[
+        b"RFB 003.008\n",
+        &[1, 2],
+        &CHALLENGE,
+        &[0, 0, 0, 1],
+        &(reason.len() as u32).to_be_bytes(),
+        reason,
+    ]);
+    let (_, r) = both(Some(b"wrong"), &server);
+    assert_eq!(
+        r,
+        Err(HandshakeError::AuthFailed {
+            status: 1,
+            reason: Some("Authentication failed".into())
+        })
+    );
+}
+
+#[test]
 fn v37_none_has_no_security_result() {
     let server = cat(&[b"RFB 003.007\n", &[1, 1]]);
     let (sent, r) = both(None, &server);
