@@ -16,7 +16,7 @@
 //! # Use in the agent
 //! ```ignore
 //! let bmc = connect_bmc(&target, timeout).await?;   // Err(e) -> refuse with e.code()
-//! serve_front(&mut tunnel_stream).await?;          // None-only, no credential leaves
+//! serve_front_within(&mut tunnel_stream, t).await?; // None-only, no credential leaves
 //! // then copy bytes both ways, unchanged (ClientInit, ServerInit, the session)
 //! ```
 //!
@@ -38,6 +38,6 @@ pub mod ws_upgrade;
 pub use error::Error;
 pub use serial::{SerialConsole, connect_serial_ws};
 pub use target::VncTarget;
-pub use vnc::{BmcConsole, connect_bmc, serve_front};
+pub use vnc::{BmcConsole, connect_bmc, serve_front, serve_front_within};
 pub use ws::{MAX_MESSAGE, WsStream};
 pub use zeroize::Zeroizing;

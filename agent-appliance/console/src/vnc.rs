@@ -107,6 +107,23 @@ where
     Ok(hs.version().unwrap_or(Version::V3_8))
 }
 
+/// [`serve_front`] with a deadline: a client that does not finish the handshake
+/// within `timeout` is dropped (`client_protocol`), so it cannot hold the BMC session
+/// (many BMCs allow one or two KVM sessions) open indefinitely.
+pub async fn serve_front_within<S>(front: &mut S, timeout: Duration) -> Result<Version, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = async {
+        smol::Timer::after(timeout).await;
+        Err(Error::FrontIo(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no RFB handshake from the client within {timeout:?}"),
+        )))
+    };
+    futures_lite::future::or(serve_front(front), deadline).await
+}
+
 /// The two handshake machines, as the driver sees them.
 trait Machine {
     fn take_output(&mut self) -> Vec<u8>;

@@ -130,6 +130,23 @@ fn front_refuses_vnc_auth_choice_with_a_reason() {
 }
 
 #[test]
+fn silent_client_is_dropped_by_serve_front_within() {
+    smol::block_on(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap(); // never answers
+        let (mut s, _) = l.accept().await.unwrap();
+        let start = Instant::now();
+        let e = outband_console::serve_front_within(&mut s, Duration::from_millis(300))
+            .await
+            .expect_err("silent client accepted");
+        assert_eq!(e.code(), "client_protocol");
+        assert!(e.to_string().contains("within"), "{e}");
+        assert!(start.elapsed() < Duration::from_secs(2));
+    });
+}
+
+#[test]
 fn silent_bmc_times_out_in_the_rfb_phase() {
     smol::block_on(async {
         let addr = one_shot(|s| async move {
