@@ -223,3 +223,63 @@ fn findings_accept_only_answers_to_our_pings() {
     );
     assert_eq!(found[1].url(), "ipmi://10.0.0.7:623");
 }
+
+/// An in-process RMCP responder on 127.0.0.1 (for replies real BMCs do not send):
+/// answers each ping with what `reply` makes of the ping's tag, from its own socket or
+/// from a second one (a spoofed source port).
+fn responder(reply: fn(u8) -> Vec<(bool, Vec<u8>)>) -> u16 {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let Some(tag) = buf.get(..n).filter(|p| p.len() == 12).map(|p| p[9]) else {
+                continue;
+            };
+            for (spoof, bytes) in reply(tag) {
+                let s = if spoof { &other } else { &sock };
+                let _ = s.send_to(&bytes, from);
+            }
+        }
+    });
+    port
+}
+
+fn scan_one(port: u16) -> Vec<Found> {
+    let cfg = ScanConfig {
+        ranges: vec![r("127.0.0.1/32")],
+        ipmi_port: port,
+        // Nothing listens on TCP port 1: the Redfish probe is refused at once.
+        redfish_port: 1,
+        ping_grace: Duration::from_millis(300),
+        ..ScanConfig::default()
+    };
+    smol::block_on(scan(&cfg)).unwrap()
+}
+
+#[test]
+fn scan_ignores_garbage_wrong_tags_and_other_ports() {
+    let port = responder(|tag| {
+        vec![
+            (false, b"garbage".to_vec()),
+            (false, pong(tag.wrapping_add(1), 0x81)),
+            (true, pong(tag, 0x81)),
+            (false, asf::presence_ping(tag).to_vec()),
+        ]
+    });
+    assert_eq!(scan_one(port), []);
+}
+
+#[test]
+fn scan_records_a_proper_pong() {
+    let port = responder(|tag| vec![(false, b"noise".to_vec()), (false, pong(tag, 0x81))]);
+    assert_eq!(
+        scan_one(port),
+        [Found::Ipmi {
+            addr: sa([127, 0, 0, 1], port),
+            ipmi: true
+        }]
+    );
+}
