@@ -115,6 +115,9 @@ pub struct User {
     pub is_global_admin: bool,
     /// Must change the password before doing anything else.
     pub password_change_required: bool,
+    /// The account is disabled (cannot log in; its sessions were ended).
+    #[serde(default)]
+    pub disabled: bool,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -141,6 +144,20 @@ impl std::fmt::Debug for CreatedUser {
             )
             .finish()
     }
+}
+
+/// `PUT /api/v1/tenants/{tenant_id}/users/{user_id}` (the tenant's admins, global
+/// admins; not on one's own account). Disabling ends every session of the user (they
+/// appear in the gateways' revocation feed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    /// Role in the tenant.
+    pub role: Role,
+    /// Disable (true) or enable (false) the account.
+    #[serde(default)]
+    pub disabled: bool,
 }
 
 /// `GET /api/v1/tenants/{tenant_id}/users`.

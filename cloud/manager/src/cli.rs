@@ -132,6 +132,9 @@ pub enum KeysCommand {
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         overlap: Duration,
     },
+    /// Re-encrypt every stored BMC credential under the first key of
+    /// --credential-key-file (after putting a new key first).
+    RewrapCredentials,
 }
 
 impl Cli {

@@ -34,6 +34,7 @@ async fn main() -> ExitCode {
             password_file,
         })) => admin_create(&cli, email, password_file.as_deref()).await,
         Some(Command::Keys(KeysCommand::Rotate { overlap })) => rotate(&cli, *overlap).await,
+        Some(Command::Keys(KeysCommand::RewrapCredentials)) => rewrap(&cli).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,6 +103,21 @@ async fn rotate(cli: &Cli, overlap: std::time::Duration) -> anyhow::Result<()> {
     let (kid, until) = keys.rotate(overlap.as_secs() as i64).await?;
     store.close().await;
     println!("new signing key {kid}; previous keys verify until unix time {until}");
+    Ok(())
+}
+
+async fn rewrap(cli: &Cli) -> anyhow::Result<()> {
+    let path = cli.config().credential_key_file;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading credential key file {}", path.display()))?;
+    let keys = outband_manager::secrets::CredentialKeys::parse(&text, &path)?;
+    let store = outband_manager::open_store(&cli.db.database()).await?;
+    let n = outband_manager::secrets::rewrap_all(&store, &keys).await?;
+    store.close().await;
+    println!(
+        "re-encrypted {n} credentials under key {}",
+        keys.key_ids()[0]
+    );
     Ok(())
 }
 

@@ -3,8 +3,9 @@
 //! The key file (`--credential-key-file`, default `<data-dir>/credential.key`, created
 //! mode 0600 on first start) holds one key per line, `<key id>:<base64url 32 bytes>`;
 //! `#` starts a comment. The first key encrypts; every key decrypts, so rotation is:
-//! put a new line first, restart; rows are re-encrypted under it when next written
-//! (rows keep the key id they were sealed under).
+//! put a new line first, restart the managers, run `outband-manager keys
+//! rewrap-credentials` (re-encrypts every row under the new key), then drop the old
+//! line. Rows keep the key id they were sealed under.
 //!
 //! A sealed value is `nonce (12 random bytes) || ciphertext || tag`; the associated
 //! data binds it to its row: `outband credentials v1\0<server id>\0<key id>`, so a
@@ -266,6 +267,48 @@ impl CredentialKeys {
             .map_err(|_| SecretError::Corrupt)?;
         Credentials::decode(plain).ok_or(SecretError::Corrupt)
     }
+}
+
+/// Re-encrypts every stored credential that is not under the first (encrypting) key,
+/// after a rotation; returns how many were re-encrypted. Safe beside running
+/// managers: each row is replaced only if it is still under the key it was read with.
+pub async fn rewrap_all(
+    store: &crate::store::Store,
+    keys: &CredentialKeys,
+) -> Result<usize, RewrapError> {
+    let current = keys.key_ids()[0].to_owned();
+    let mut done = 0;
+    loop {
+        let batch = store.credentials_not_under(&current, 500).await?;
+        if batch.is_empty() {
+            return Ok(done);
+        }
+        let mut progressed = false;
+        for (id, kid, sealed) in batch {
+            let creds = keys.open(&id, &kid, &sealed)?;
+            if store
+                .reseal_credentials(&id, &kid, &keys.seal(&id, &creds))
+                .await?
+            {
+                done += 1;
+                progressed = true;
+            }
+        }
+        if !progressed {
+            return Ok(done);
+        }
+    }
+}
+
+/// Why re-encryption stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RewrapError {
+    /// Database failure.
+    #[error("database")]
+    Store(#[from] crate::store::StoreError),
+    /// A row does not open with the key file's keys.
+    #[error("opening stored credentials")]
+    Secret(#[from] SecretError),
 }
 
 /// The text of a new key file: a comment and one random key.

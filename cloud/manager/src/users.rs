@@ -198,6 +198,7 @@ pub fn to_api(u: &UserRow) -> outband_api::tenants::User {
         role: u.role,
         is_global_admin: u.is_global_admin,
         password_change_required: u.password_must_change,
+        disabled: u.disabled_at.is_some(),
         created_at: u.created_at,
     }
 }

@@ -638,6 +638,48 @@ fn canary_bmc_password_is_not_in_responses_logs_or_the_database_file() {
     let key = std::fs::metadata(data.join("credential.key")).unwrap();
     assert_eq!(key.permissions().mode() & 0o777, 0o600);
 
+    // Rotation: a new key first, re-encrypt, drop the old key; the manager starts and
+    // the credentials still open (a second run has nothing left to do).
+    let old = std::fs::read_to_string(data.join("credential.key")).unwrap();
+    let new = outband_manager::secrets::new_key_file();
+    std::fs::write(data.join("credential.key"), format!("{new}{old}")).unwrap();
+    let (ok, out) = run_cli(d, &["keys", "rewrap-credentials"], "");
+    assert!(ok && out.contains("re-encrypted 1 credentials"), "{out}");
+    let (ok, out) = run_cli(d, &["keys", "rewrap-credentials"], "");
+    assert!(ok && out.contains("re-encrypted 0 credentials"), "{out}");
+    std::fs::write(data.join("credential.key"), &new).unwrap();
+    let m = Manager::start(d, "m2", &[]);
+    let (_, t) = login(&m, "root@example.com", "binary canary admin pw");
+    let token = t["access_token"].as_str().unwrap().to_owned();
+    let (status, server) = call(
+        "GET",
+        &m.url(&format!("/api/v1/servers/{id}")),
+        &token,
+        None,
+    );
+    assert_eq!(status, 200);
+    assert!(server.contains("\"has_credentials\":true"), "{server}");
+    m.stop();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let opened = rt.block_on(async {
+        let store = outband_manager::store::Store::open_sqlite(&data.join("manager.db"))
+            .await
+            .unwrap();
+        let keys = outband_manager::secrets::CredentialKeys::parse(&new, &data).unwrap();
+        let row = store.server_by_id(&id).await.unwrap().unwrap();
+        let (kid, sealed) = row.credentials.unwrap();
+        assert_eq!(kid, keys.key_ids()[0]);
+        keys.open(&id, &kid, &sealed)
+            .unwrap()
+            .password
+            .as_str()
+            .to_owned()
+    });
+    assert_eq!(opened, canary);
+
     // A key file that lacks the key the database uses: refuse to start.
     std::fs::write(
         data.join("credential.key"),

@@ -78,6 +78,29 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     }
 }
 
+/// Two ids from the path (`/{a}/.../{b}`), each at most [`MAX_ID_LEN`] bytes, else
+/// `not_found`.
+#[derive(Debug)]
+pub struct PathIds(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<(String, String)>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path((a, b)))
+                if !a.is_empty()
+                    && !b.is_empty()
+                    && a.len() <= MAX_ID_LEN
+                    && b.len() <= MAX_ID_LEN =>
+            {
+                Ok(PathIds(a, b))
+            }
+            _ => Err(ApiError::new(ErrorCode::NotFound, "no such object")),
+        }
+    }
+}
+
 /// The peer address of the TCP connection. (Behind a reverse proxy this is the proxy;
 /// trusted forwarding headers are not supported yet.)
 #[derive(Debug, Clone, Copy)]

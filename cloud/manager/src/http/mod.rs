@@ -82,6 +82,10 @@ pub fn router(manager: Arc<Manager>) -> Router {
             "/api/v1/tenants/{tenant_id}/users",
             post(tenants::create_user).get(tenants::list_users),
         )
+        .route(
+            "/api/v1/tenants/{tenant_id}/users/{user_id}",
+            axum::routing::put(tenants::update_user),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

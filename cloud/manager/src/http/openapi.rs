@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         super::tenants::get_tenant,
         super::tenants::create_user,
         super::tenants::list_users,
+        super::tenants::update_user,
         super::tenants::me,
         super::servers::create_server,
         super::servers::list_servers,

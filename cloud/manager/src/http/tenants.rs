@@ -7,11 +7,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use outband_api::ErrorBody;
 use outband_api::tenants::{
-    CreateTenantRequest, CreateUserRequest, CreatedUser, Tenant, TenantList, User, UserList,
+    CreateTenantRequest, CreateUserRequest, CreatedUser, Tenant, TenantList, UpdateUserRequest,
+    User, UserList,
 };
 
 use super::bearer::AuthUser;
-use super::extract::{ApiJson, PathId};
+use super::extract::{ApiJson, PathId, PathIds};
 use crate::authz::{Action, On, authorize};
 use crate::error::{ApiError, ErrorCode};
 use crate::ids;
@@ -215,6 +216,71 @@ pub async fn list_users(
     Ok(Json(UserList {
         users: rows.iter().map(users::to_api).collect(),
     }))
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/tenants/{tenant_id}/users/{user_id}",
+    tag = "tenants",
+    params(
+        ("tenant_id" = String, Path, description = "Tenant id"),
+        ("user_id" = String, Path, description = "User id")
+    ),
+    request_body = UpdateUserRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Updated; disabling ended the user's sessions", body = User),
+        (status = 400, description = "invalid_request (e.g. one's own account)", body = ErrorBody),
+        (status = 401, description = "unauthenticated / invalid_token", body = ErrorBody),
+        (status = 403, description = "forbidden (tenant admins, global admins)", body = ErrorBody),
+        (status = 404, description = "not_found (also a user of another tenant)", body = ErrorBody)
+    )
+)]
+/// `PUT /api/v1/tenants/{tenant_id}/users/{user_id}`: role and disabled state.
+pub async fn update_user(
+    State(m): State<Arc<Manager>>,
+    user: AuthUser,
+    PathIds(tenant_id, user_id): PathIds,
+    ApiJson(req): ApiJson<UpdateUserRequest>,
+) -> Result<Json<User>, ApiError> {
+    // The user is an object of its tenant; one named under another tenant's path is
+    // missing.
+    let target = m
+        .store
+        .user_by_id(&user_id)
+        .await?
+        .filter(|u| u.tenant_id.as_deref() == Some(tenant_id.as_str()));
+    let on = On::Object {
+        id: &user_id,
+        tenant: target.as_ref().and_then(|u| u.tenant_id.as_deref()),
+    };
+    authorize(&m, &user, Action::ManageUsers, on).await?;
+    let target = target.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such object"))?;
+    if target.id == user.user.id {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "an admin cannot change their own role or disable themselves",
+        ));
+    }
+    let now = m.clock.now();
+    let revoked = m
+        .store
+        .update_membership(&target.id, req.role, req.disabled, now)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such object"))?;
+    let detail = format!(
+        "{}{} sessions_revoked={revoked}",
+        req.role.as_str(),
+        if req.disabled { " disabled" } else { "" }
+    );
+    m.audit(user.audit("user_update", &target.id, &detail))
+        .await?;
+    let updated = m
+        .store
+        .user_by_id(&target.id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such object"))?;
+    Ok(Json(users::to_api(&updated)))
 }
 
 #[utoipa::path(

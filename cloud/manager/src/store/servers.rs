@@ -174,4 +174,52 @@ impl Store {
             .map(|r| r.try_get("cred_key_id"))
             .collect::<Result<_, _>>()?)
     }
+
+    /// Sealed credentials not under `key_id`: `(server id, key id, sealed)`, at most
+    /// `limit`.
+    pub async fn credentials_not_under(
+        &self,
+        key_id: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, String, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, cred_key_id, cred_blob FROM servers \
+             WHERE cred_key_id IS NOT NULL AND cred_key_id <> $1 ORDER BY id LIMIT $2",
+        )
+        .bind(key_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("cred_key_id")?,
+                    r.try_get("cred_blob")?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Replaces a server's sealed credentials if they are still sealed under
+    /// `old_key_id` (a concurrent update wins); true if replaced.
+    pub async fn reseal_credentials(
+        &self,
+        id: &str,
+        old_key_id: &str,
+        new: &(String, Vec<u8>),
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE servers SET cred_key_id = $1, cred_blob = $2 \
+             WHERE id = $3 AND cred_key_id = $4",
+        )
+        .bind(&new.0)
+        .bind(&new.1)
+        .bind(id)
+        .bind(old_key_id)
+        .execute(self.pool())
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
 }

@@ -145,6 +145,46 @@ impl Store {
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
+    /// Sets a user's role and disabled state; disabling revokes every live session of
+    /// the user (reason `user_disabled`). Returns the sessions revoked, or `None` if
+    /// the user is gone.
+    pub async fn update_membership(
+        &self,
+        user_id: &str,
+        role: Role,
+        disabled: bool,
+        now: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let r = sqlx::query(
+            "UPDATE users SET role = $1, disabled_at = CASE WHEN $2 = 0 THEN NULL \
+             ELSE COALESCE(disabled_at, $3) END WHERE id = $4",
+        )
+        .bind(role.as_str())
+        .bind(i64::from(disabled))
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let mut revoked = 0;
+        if disabled {
+            revoked = sqlx::query(
+                "UPDATE sessions SET revoked_at = $1, revoke_reason = 'user_disabled' \
+                 WHERE user_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(Some(revoked))
+    }
+
     /// Number of users.
     pub async fn count_users(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM users")

@@ -81,6 +81,7 @@ async fn openapi_document_describes_every_route(db: Db) {
             "/api/v1/tenants",
             "/api/v1/tenants/{tenant_id}",
             "/api/v1/tenants/{tenant_id}/users",
+            "/api/v1/tenants/{tenant_id}/users/{user_id}",
             "/health",
             "/metrics",
         ]

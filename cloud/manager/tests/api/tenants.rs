@@ -243,7 +243,162 @@ async fn tenant_admins_manage_only_their_own_tenant(db: Db) {
     assert_eq!(denials.len(), 9);
 }
 
+async fn tenant_admins_change_roles_and_disable_users(db: Db) {
+    let app = TestApp::new(db).await;
+    let root = app.root().await;
+    let a = app.tenant("A").await;
+    let b = app.tenant("B").await;
+    let admin_a = app.member("admin@a.example", &a, "admin").await;
+    let (viewer_token, viewer_refresh) = {
+        app.member("viewer@a.example", &a, "viewer").await;
+        app.tokens("viewer@a.example").await
+    };
+    let viewer_id = app
+        .call(Method::GET, "/api/v1/me", None, &viewer_token)
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b_user = app.member("user@b.example", &b, "viewer").await;
+    let b_id = app
+        .call(Method::GET, "/api/v1/me", None, &b_user)
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/v1/tenants/{a}/users/{viewer_id}");
+    // Promote: the next request already sees the new role.
+    let r = app
+        .call(
+            Method::PUT,
+            &path,
+            Some(json!({"role": "operator"})),
+            &admin_a,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["role"], "operator");
+    let me = app
+        .call(Method::GET, "/api/v1/me", None, &viewer_token)
+        .await
+        .json();
+    assert_eq!(me["role"], "operator");
+    // The operator may not manage users.
+    let r = app
+        .call(
+            Method::PUT,
+            &path,
+            Some(json!({"role": "admin"})),
+            &viewer_token,
+        )
+        .await;
+    assert_eq!(r.code(), "forbidden");
+    // Another tenant's user (under either path) answers like a missing one.
+    for p in [
+        format!("/api/v1/tenants/{a}/users/{b_id}"),
+        format!("/api/v1/tenants/{b}/users/{b_id}"),
+    ] {
+        let foreign = app
+            .call(Method::PUT, &p, Some(json!({"role": "admin"})), &admin_a)
+            .await;
+        let absent = app
+            .call(
+                Method::PUT,
+                &format!("/api/v1/tenants/{a}/users/usr_missing"),
+                Some(json!({"role": "admin"})),
+                &admin_a,
+            )
+            .await;
+        assert_eq!(
+            (foreign.status, &foreign.text),
+            (absent.status, &absent.text),
+            "{p}"
+        );
+        assert_eq!(foreign.code(), "not_found");
+    }
+    assert_eq!(
+        app.call(Method::GET, "/api/v1/me", None, &b_user)
+            .await
+            .json()["role"],
+        "viewer"
+    );
+    // Not on oneself.
+    let admin_id = app
+        .call(Method::GET, "/api/v1/me", None, &admin_a)
+        .await
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("/api/v1/tenants/{a}/users/{admin_id}"),
+            Some(json!({"role": "viewer"})),
+            &admin_a,
+        )
+        .await;
+    assert_eq!(r.code(), "invalid_request");
+    // Disable: the user's tokens stop working at once, login and refresh fail.
+    let before = app.clock.now();
+    let r = app
+        .call(
+            Method::PUT,
+            &path,
+            Some(json!({"role": "operator", "disabled": true})),
+            &admin_a,
+        )
+        .await;
+    assert_eq!(r.json()["disabled"], true);
+    assert_eq!(
+        app.call(Method::GET, "/api/v1/me", None, &viewer_token)
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.refresh(&viewer_refresh).await.code(),
+        "invalid_refresh_token"
+    );
+    assert_eq!(
+        app.login("viewer@a.example", PASSWORD).await.code(),
+        "invalid_credentials"
+    );
+    let (n,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND revoked_at >= $2 \
+         AND revoke_reason = 'user_disabled'",
+    )
+    .bind(&viewer_id)
+    .bind(before)
+    .fetch_one(app.m.store.pool())
+    .await
+    .unwrap();
+    // Both live sessions (member() and tokens() each logged in) are revoked, so they
+    // reach the gateways' revocation feed.
+    assert_eq!(n, 2);
+    // Enable again.
+    let r = app
+        .call(
+            Method::PUT,
+            &path,
+            Some(json!({"role": "viewer", "disabled": false})),
+            &admin_a,
+        )
+        .await;
+    assert_eq!(r.json()["disabled"], false);
+    assert_eq!(
+        app.login("viewer@a.example", PASSWORD).await.status,
+        StatusCode::OK
+    );
+    let updates = app.audit(&root, "action=user_update").await;
+    assert_eq!(updates.len(), 3);
+    assert_eq!(updates[1]["detail"], "operator disabled sessions_revoked=2");
+}
+
 both!(
     global_admin_creates_tenants_and_users,
     tenant_admins_manage_only_their_own_tenant,
+    tenant_admins_change_roles_and_disable_users,
 );
