@@ -2,8 +2,6 @@
 //! and redirect the client follows: credentials and session tokens only ever go to
 //! the origin the caller named.
 
-use ureq::http::Uri;
-
 use crate::error::{Error, Result};
 
 /// Longest path the client requests.
@@ -22,32 +20,78 @@ impl Origin {
     /// Parses `https://host[:port][/…]` or `http://…`. The path is ignored: Redfish
     /// lives at `/redfish/v1/`.
     pub fn parse(url: &str) -> Result<Self> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| Error::Config(format!("bad BMC URL {url:?}: {e}")))?;
-        Self::of_uri(&uri).ok_or_else(|| {
+        Self::split(url).map(|(o, _)| o).ok_or_else(|| {
             Error::Config(format!(
                 "bad BMC URL {url:?}: want http(s)://host[:port], without user info"
             ))
         })
     }
 
-    fn of_uri(uri: &Uri) -> Option<Self> {
-        let https = match uri.scheme_str()? {
-            s if s.eq_ignore_ascii_case("https") => true,
-            s if s.eq_ignore_ascii_case("http") => false,
-            _ => return None,
+    /// Splits an absolute `http(s)://host[:port][path]` URL into its origin and its
+    /// path (`/` when empty; a fragment is dropped). `None` for anything else,
+    /// including user info, an empty host, a bad port or characters outside RFC 3986.
+    pub(crate) fn split(url: &str) -> Option<(Self, String)> {
+        let (scheme, rest) = url.split_once("://")?;
+        let https = if scheme.eq_ignore_ascii_case("https") {
+            true
+        } else if scheme.eq_ignore_ascii_case("http") {
+            false
+        } else {
+            return None;
         };
-        let authority = uri.authority()?;
-        if authority.as_str().contains('@') {
-            return None;
-        }
-        let host = authority.host().to_ascii_lowercase();
-        if host.is_empty() {
-            return None;
-        }
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        Some(Self { https, host, port })
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (addr, after) = v6.split_once(']')?;
+            if addr.is_empty()
+                || !addr
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+            {
+                return None;
+            }
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p),
+                None if after.is_empty() => None,
+                None => return None,
+            };
+            (format!("[{}]", addr.to_ascii_lowercase()), port)
+        } else {
+            let (h, p) = match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            };
+            if h.is_empty()
+                || !h
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            {
+                return None;
+            }
+            (h.to_ascii_lowercase(), p)
+        };
+        let port = match port {
+            None => {
+                if https {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(p) if !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u16>().ok().filter(|&p| p != 0)?
+            }
+            Some(_) => return None,
+        };
+        let tail = tail.split('#').next().unwrap_or_default();
+        let path = if tail.is_empty() {
+            "/".to_owned()
+        } else if tail.starts_with('?') {
+            format!("/{tail}")
+        } else {
+            tail.to_owned()
+        };
+        valid_path(&path).then_some((Self { https, host, port }, path))
     }
 
     /// Whether the scheme is `https`.
@@ -93,17 +137,11 @@ impl Origin {
         let path = if link.starts_with('/') {
             link.to_owned()
         } else if link.contains("://") || link.split('/').next().is_some_and(|s| s.contains(':')) {
-            let uri: Uri = link
-                .parse()
-                .map_err(|_| Error::Protocol(format!("link {link:?} refused: not a valid URL")))?;
-            match Self::of_uri(&uri) {
-                Some(o) if o == *self => {}
+            match Self::split(link) {
+                Some((o, path)) if o == *self => path,
                 Some(_) => return refuse("another origin"),
                 None => return refuse("not an http(s) URL"),
             }
-            uri.path_and_query()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_else(|| "/".to_owned())
         } else {
             // A relative reference: replace the last segment of the base path.
             let dir = base_path.rsplit_once('/').map_or("", |(d, _)| d);
@@ -112,15 +150,18 @@ impl Origin {
         if !path.starts_with('/') || path.starts_with("//") {
             return refuse("not a path on this origin");
         }
-        if path.len() > MAX_PATH
-            || !path.is_ascii()
-            || path.contains('#')
-            || path.parse::<ureq::http::uri::PathAndQuery>().is_err()
-        {
+        if path.len() > MAX_PATH || !valid_path(&path) {
             return refuse("not a valid URI path");
         }
         Ok(path)
     }
+}
+
+/// A path (and query) made only of RFC 3986 characters: unreserved, sub-delims,
+/// `:@/?%`. No fragment, space, control, quote, angle bracket or backslash.
+fn valid_path(p: &str) -> bool {
+    p.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b))
 }
 
 /// What to do with a redirect status.

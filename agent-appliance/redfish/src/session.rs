@@ -128,13 +128,10 @@ fn session_path(http: &Http, base: &str, link: &str) -> Result<String> {
     match http.origin().resolve(base, link) {
         Ok(p) => Ok(p),
         Err(e) => {
-            let uri: ureq::http::Uri = link.parse().map_err(|_| e)?;
-            let Some(p) = uri.path_and_query().filter(|_| uri.authority().is_some()) else {
-                return Err(Error::Protocol(format!(
-                    "session location {link:?} refused"
-                )));
+            let Some((_, path)) = crate::origin::Origin::split(link) else {
+                return Err(e);
             };
-            http.origin().resolve(base, p.as_str())
+            http.origin().resolve(base, &path)
         }
     }
 }
