@@ -25,6 +25,19 @@ pub struct BmcEndpoints {
     pub graphical: Option<String>,
 }
 
+/// BMC endpoints as responses show them (like [`BmcEndpoints`], but tolerating
+/// fields a newer manager may add).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServerEndpoints {
+    /// Power endpoint URL.
+    pub power: Option<String>,
+    /// Serial console endpoint URL.
+    pub serial: Option<String>,
+    /// Graphical console endpoint URL.
+    pub graphical: Option<String>,
+}
+
 /// BMC credentials (write-only; `***` in Debug output).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -117,7 +130,7 @@ pub struct Server {
     /// The agent that reaches its BMC.
     pub agent_id: Option<String>,
     /// BMC endpoints (normalized: explicit port, lower-case scheme and host).
-    pub endpoints: BmcEndpoints,
+    pub endpoints: ServerEndpoints,
     /// SHA-256 fingerprint of the BMC's certificate (lower-case hex).
     pub cert_sha256: Option<String>,
     /// Credentials are stored (they are never returned).

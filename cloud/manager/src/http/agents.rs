@@ -29,6 +29,11 @@ pub const JOIN_TOKEN_PREFIX: &str = "objt_";
 pub const DEFAULT_JOIN_TTL_SECS: i64 = 3600;
 /// Longest join-token lifetime.
 pub const MAX_JOIN_TTL_SECS: i64 = 7 * 24 * 3600;
+/// Pairing-code lookups that find nothing, per user per window, before a lockout (a
+/// code has 40 bits: this keeps a tenant admin from enumerating pending agents).
+pub const LOOKUP_MISS_LIMIT: i64 = 20;
+/// Window and lockout of [`LOOKUP_MISS_LIMIT`], seconds.
+pub const LOOKUP_WINDOW_SECS: i64 = 15 * 60;
 
 fn invalid(msg: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
     ApiError::new(ErrorCode::InvalidRequest, msg)
@@ -101,10 +106,12 @@ pub async fn list_agents(
         (status = 200, description = "Pending agents showing this code (compare the id with the appliance's)", body = AgentList),
         (status = 400, description = "invalid_request", body = ErrorBody),
         (status = 401, description = "unauthenticated / invalid_token", body = ErrorBody),
-        (status = 403, description = "forbidden (tenant admins, global admins)", body = ErrorBody)
+        (status = 403, description = "forbidden (tenant admins, global admins)", body = ErrorBody),
+        (status = 429, description = "too_many_attempts: 20 lookups found nothing within 15 min", body = ErrorBody)
     )
 )]
-/// `POST /api/v1/agents/lookup` (audited: codes are short, lookups are watched).
+/// `POST /api/v1/agents/lookup` (audited; 20 misses per user in 15 minutes lock the
+/// user's lookups for 15 minutes: codes are short).
 pub async fn lookup(
     State(m): State<Arc<Manager>>,
     user: AuthUser,
@@ -112,7 +119,35 @@ pub async fn lookup(
 ) -> Result<Json<AgentList>, ApiError> {
     authorize(&m, &user, Action::AdoptAgents, On::List).await?;
     check_code(&req.pairing_code)?;
+    let now = m.clock.now();
+    let key = format!("lookup:{}", user.user.id);
+    let locked_until = m.store.throttle_locked_until(&key).await?;
+    if locked_until > now {
+        m.audit(NewAudit {
+            outcome: "failure",
+            ..user.audit("agent_lookup", &req.pairing_code, "throttled")
+        })
+        .await?;
+        return Err(ApiError {
+            retry_after: Some((locked_until - now) as u64),
+            ..ApiError::new(
+                ErrorCode::TooManyAttempts,
+                "too many pairing-code lookups that found nothing; try again later",
+            )
+        });
+    }
     let agents = m.store.pending_agents_by_code(&req.pairing_code).await?;
+    if agents.is_empty() {
+        m.store
+            .throttle_record_failure(
+                &key,
+                now,
+                LOOKUP_WINDOW_SECS,
+                LOOKUP_MISS_LIMIT,
+                LOOKUP_WINDOW_SECS,
+            )
+            .await?;
+    }
     m.audit(user.audit(
         "agent_lookup",
         &req.pairing_code,

@@ -9,8 +9,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use outband_api::ErrorBody;
 use outband_api::servers::{
-    BmcCredentials, BmcEndpoints, CreateServerRequest, Server, ServerList, ServerQuery,
-    UpdateServerRequest,
+    BmcCredentials, BmcEndpoints, CreateServerRequest, Server, ServerEndpoints, ServerList,
+    ServerQuery, UpdateServerRequest,
 };
 use zeroize::Zeroizing;
 
@@ -42,7 +42,7 @@ pub fn to_api(s: &ServerRow) -> Server {
         tenant_id: s.tenant_id.clone(),
         gateway_id: s.gateway_id.clone(),
         agent_id: s.agent_id.clone(),
-        endpoints: BmcEndpoints {
+        endpoints: ServerEndpoints {
             power: s.power_url.clone(),
             serial: s.serial_url.clone(),
             graphical: s.graphical_url.clone(),

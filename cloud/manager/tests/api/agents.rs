@@ -342,7 +342,75 @@ async fn join_tokens_are_one_time_or_short_lived(db: Db) {
     );
 }
 
+async fn pairing_code_lookups_that_miss_are_throttled(db: Db) {
+    let app = TestApp::new(db).await;
+    let root = app.root().await;
+    let gw = registered_gateway(&app, &root, "g").await;
+    report(
+        &app,
+        &gw,
+        json!([{"agent_id": "agt_x", "pairing_code": "REAL-CODE"}]),
+    )
+    .await;
+    let a = app.tenant("A").await;
+    let admin = app.member("admin@a.example", &a, "admin").await;
+    let other = app.member("other@a.example", &a, "admin").await;
+    for i in 0..20 {
+        let r = post(
+            &app,
+            "/api/v1/agents/lookup",
+            json!({"pairing_code": format!("GUES-{i:04}")}),
+            &admin,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{i}");
+    }
+    // Locked now, even for a code that exists; other users are not.
+    let r = post(
+        &app,
+        "/api/v1/agents/lookup",
+        json!({"pairing_code": "REAL-CODE"}),
+        &admin,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts")
+    );
+    assert!(r.headers.get("retry-after").is_some());
+    let r = post(
+        &app,
+        "/api/v1/agents/lookup",
+        json!({"pairing_code": "REAL-CODE"}),
+        &other,
+    )
+    .await;
+    assert_eq!(r.json()["agents"].as_array().unwrap().len(), 1);
+    // Hits do not count.
+    for _ in 0..25 {
+        let r = post(
+            &app,
+            "/api/v1/agents/lookup",
+            json!({"pairing_code": "REAL-CODE"}),
+            &other,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    app.clock.advance(15 * 60 + 1);
+    let admin = app.tokens("admin@a.example").await.0;
+    let r = post(
+        &app,
+        "/api/v1/agents/lookup",
+        json!({"pairing_code": "REAL-CODE"}),
+        &admin,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
 both!(
     adoption_needs_code_and_id_and_stays_in_the_tenant,
     join_tokens_are_one_time_or_short_lived,
+    pairing_code_lookups_that_miss_are_throttled,
 );
