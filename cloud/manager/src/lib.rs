@@ -1,6 +1,8 @@
 //! The outband manager: users, login, JWT issuance (EdDSA, JWKS, rotation), refresh
-//! tokens with rotation and reuse detection, login throttling and an append-only audit
-//! log, on SQLite (default, zero set-up) or PostgreSQL (several replicas).
+//! tokens with rotation and reuse detection, login throttling, tenants and roles, the
+//! server inventory with encrypted BMC credentials, gateway registration and session
+//! authorization, agent adoption and an append-only audit log, on SQLite (default,
+//! zero set-up) or PostgreSQL (several replicas).
 //!
 //! Layout:
 //! - [`config`]: settings with embedded defaults; [`cli`]: flags and subcommands.
@@ -10,6 +12,8 @@
 //!   cache and rotation.
 //! - [`auth`]: login, refresh, logout; [`authz`]: the authorization function;
 //!   [`users`]: user creation and the first-start admin.
+//! - [`inventory`]: endpoint URL and fingerprint checks; [`secrets`]: BMC credentials
+//!   at rest (AES-256-GCM, key file); [`session_authz`]: the gateways' question.
 //! - [`http`]: the REST API; [`error`]: error codes and their HTTP status;
 //!   [`metrics`]: counters; [`serve`]: the accept loop (timeouts, connection cap).
 //!
