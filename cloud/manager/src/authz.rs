@@ -5,7 +5,7 @@
 //! - Global actions (audit log, keys, creating tenants, gateways) are for global admins.
 //! - Everything else belongs to a tenant. A user may act on an object only when it
 //!   belongs to the user's own tenant and the user's role has the action's
-//!   [`min_role`]. An object of another tenant is answered exactly like one that does
+//!   [`Action::min_role`]. An object of another tenant is answered exactly like one that does
 //!   not exist (`404 not_found`, same code path: one lookup by id, then this function,
 //!   which audits both), so no user learns anything about another tenant's objects.
 //!   Lists are filtered in the query by the [`Scope`] this function returns, so counts

@@ -33,7 +33,7 @@ pub struct DbArgs {
     /// Database URL (`postgres://user@host/db`); overrides --data-dir for the data.
     #[arg(long, global = true)]
     pub database_url: Option<String>,
-    /// Key file for BMC credentials at rest (default: <data-dir>/credential.key,
+    /// Key file for BMC credentials at rest (default: DATA_DIR/credential.key,
     /// created mode 0600 on first start). Several managers on one database need the
     /// same file.
     #[arg(long, global = true)]
