@@ -409,7 +409,92 @@ async fn pairing_code_lookups_that_miss_are_throttled(db: Db) {
     assert_eq!(r.status, StatusCode::OK);
 }
 
+async fn concurrent_uses_of_one_time_secrets_let_exactly_one_win(db: Db) {
+    let app = TestApp::new(db).await;
+    let root = app.root().await;
+    // One registration credential, 8 gateways racing.
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/gateways",
+            Some(json!({"name": "g"})),
+            &root,
+        )
+        .await;
+    let cred = r.json()["registration_credential"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tries = (0..8).map(|_| {
+        app.post(
+            "/api/v1/gateway/register",
+            json!({"registration_credential": cred}),
+        )
+    });
+    let results = futures_join_all(tries).await;
+    let won: Vec<&Resp> = results
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    let gw = won[0].json()["gateway_token"].as_str().unwrap().to_owned();
+    // One one-time join token, 8 agents racing.
+    let a = app.tenant("A").await;
+    let admin = app.member("admin@a.example", &a, "admin").await;
+    let tok = post(&app, "/api/v1/join-tokens", json!({}), &admin)
+        .await
+        .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tries = (0..8).map(|i| {
+        post(
+            &app,
+            "/api/v1/gateway/join",
+            json!({"join_token": tok, "agent_id": format!("agt_{i}"), "pairing_code": "C"}),
+            &gw,
+        )
+    });
+    let results = futures_join_all(tries).await;
+    let ok = results
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .count();
+    assert_eq!(ok, 1, "{results:?}");
+    let adopted = app
+        .call(Method::GET, "/api/v1/agents", None, &admin)
+        .await
+        .json();
+    assert_eq!(adopted["agents"].as_array().unwrap().len(), 1);
+}
+
+/// Polls all futures together on this task (like `tokio::join!` for a list).
+async fn futures_join_all<F: std::future::Future<Output = Resp>>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<Resp> {
+    let mut pending: Vec<Option<std::pin::Pin<Box<F>>>> = futs.map(|f| Some(Box::pin(f))).collect();
+    let mut out = Vec::new();
+    std::future::poll_fn(|cx| {
+        for slot in pending.iter_mut() {
+            if let Some(f) = slot
+                && let std::task::Poll::Ready(r) = f.as_mut().poll(cx)
+            {
+                out.push(r);
+                *slot = None;
+            }
+        }
+        if pending.iter().all(Option::is_none) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out
+}
+
 both!(
+    concurrent_uses_of_one_time_secrets_let_exactly_one_win,
     adoption_needs_code_and_id_and_stays_in_the_tenant,
     join_tokens_are_one_time_or_short_lived,
     pairing_code_lookups_that_miss_are_throttled,
