@@ -1,18 +1,17 @@
-//! One HTTP exchange with the BMC: ureq underneath, with redirects handled here
-//! (same origin only), bounded headers and bodies, deadlines, and ureq's errors mapped
+//! One HTTP exchange with the BMC over [`crate::wire`]: redirects handled here
+//! (same origin only), bounded headers and bodies, deadlines, and wire errors mapped
 //! to this crate's codes.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ureq::unversioned::resolver::DefaultResolver;
-use ureq::unversioned::transport::{Connector as _, TcpConnector};
+use rustls::ClientConfig;
 use zeroize::Zeroizing;
 
-use crate::connector::PinnedTlsConnector;
 use crate::error::{Error, Result};
 use crate::origin::{Origin, Redirect, redirect};
 use crate::tls::{Fingerprint, PinVerifier, Seen, TlsPolicy, client_config};
+use crate::wire::{Conn, Limits, Response, WireError};
 
 /// Largest response body read (bytes); a larger one is a protocol error.
 pub const MAX_BODY: u64 = 1024 * 1024;
@@ -71,12 +70,15 @@ impl Reply {
     }
 }
 
-/// The HTTP side of a client: agent, origin and what the TLS verifier saw.
+/// The HTTP side of a client: origin, TLS config, what the verifier saw, and one
+/// kept-alive connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Http {
-    agent: ureq::Agent,
     origin: Origin,
+    tls: Option<Arc<ClientConfig>>,
     seen: Option<Arc<Mutex<Seen>>>,
+    limits: Limits,
+    conn: Arc<Mutex<Option<Conn>>>,
 }
 
 impl Http {
@@ -93,32 +95,25 @@ impl Http {
                 "http:// URL without the explicit plain HTTP opt-in".into()
             }));
         }
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .max_redirects_will_error(false)
-            .proxy(None)
-            .https_only(!plain)
-            .max_response_header_size(MAX_HEADER)
-            .max_idle_connections_per_host(2)
-            .timeout_connect(Some(timeouts.connect))
-            .timeout_global(Some(timeouts.total))
-            .user_agent(concat!("outband-agent/", env!("CARGO_PKG_VERSION")))
-            .build();
-        let (connector, seen) = if plain {
-            (PinnedTlsConnector::none(), None)
+        let (tls, seen) = if plain {
+            (None, None)
         } else {
             let verifier = Arc::new(PinVerifier::new(&crate::tls::provider(), pin));
             let seen = verifier.shared();
             let cfg = client_config(verifier).map_err(|e| Error::Config(e.to_string()))?;
-            (PinnedTlsConnector::new(Arc::new(cfg)), Some(seen))
+            (Some(Arc::new(cfg)), Some(seen))
         };
-        let connector = ().chain(TcpConnector::default()).chain(connector);
-        let agent = ureq::Agent::with_parts(config, connector, DefaultResolver::default());
         Ok(Self {
-            agent,
             origin,
+            tls,
             seen,
+            limits: Limits {
+                max_header: MAX_HEADER,
+                max_body: MAX_BODY as usize,
+                connect: timeouts.connect,
+                total: timeouts.total,
+            },
+            conn: Arc::default(),
         })
     }
 
@@ -176,60 +171,130 @@ impl Http {
         body: Option<&[u8]>,
         if_match: Option<&str>,
     ) -> Result<Reply> {
-        let mut req = ureq::http::Request::builder()
-            .method(method)
-            .uri(self.origin.url(path))
-            .header("Accept", "application/json")
-            .header("OData-Version", "4.0");
-        match auth {
-            Some(Auth::Basic(v)) => req = req.header("Authorization", *v),
-            Some(Auth::Token(t)) => req = req.header("X-Auth-Token", *t),
-            None => {}
-        }
-        if body.is_some() {
-            req = req.header("Content-Type", "application/json");
-        }
-        if let Some(tag) = if_match {
-            req = req.header("If-Match", tag);
-        }
-        let req = req
-            .body(body.unwrap_or_default())
-            .map_err(|e| Error::Config(format!("request {method} {path}: {e}")))?;
-        let mut resp = self.agent.run(req).map_err(|e| self.map_err(e))?;
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
+        let head = self.head(method, path, auth, body, if_match)?;
+        let body = body.unwrap_or_default();
+        let deadline = Instant::now() + self.limits.total;
+        // Only idempotent requests ride on a kept-alive connection: one that the BMC
+        // closed meanwhile is retried once on a fresh connection.
+        let idempotent = matches!(method, "GET" | "HEAD" | "DELETE");
+        let cached = lock(&self.conn).take().filter(|_| idempotent);
+        let (resp, reusable, conn) = match cached {
+            Some(mut c) => match c.exchange(&head, body, &self.limits, deadline) {
+                Ok((r, reuse)) => (r, reuse, c),
+                Err(WireError::Timeout(w)) => return Err(self.map_err(WireError::Timeout(w))),
+                Err(_) => self.fresh(&head, body, deadline)?,
+            },
+            None => self.fresh(&head, body, deadline)?,
         };
-        let (etag, location) = (header("ETag"), header("Location"));
-        let token = header("X-Auth-Token").map(Zeroizing::new);
-        let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .with_config()
-            .limit(MAX_BODY)
-            .read_to_vec()
-            .map_err(|e| self.map_err(e))?;
+        if reusable {
+            *lock(&self.conn) = Some(conn);
+        }
+        let header = |name: &str| resp.header(name).map(str::to_owned);
+        let (etag, location) = (header("etag"), header("location"));
+        let token = header("x-auth-token").map(Zeroizing::new);
         Ok(Reply {
-            status,
+            status: resp.status,
             etag,
             location,
             token,
-            body,
+            body: resp.body,
             path: path.to_owned(),
         })
     }
 
-    fn map_err(&self, e: ureq::Error) -> Error {
+    fn fresh(&self, head: &[u8], body: &[u8], deadline: Instant) -> Result<(Response, bool, Conn)> {
+        let mut c = Conn::open(
+            self.origin.host(),
+            self.origin.port(),
+            self.tls.as_ref(),
+            &self.limits,
+            deadline,
+        )
+        .map_err(|e| self.map_err(e))?;
+        let (r, reuse) = c
+            .exchange(head, body, &self.limits, deadline)
+            .map_err(|e| self.map_err(e))?;
+        Ok((r, reuse, c))
+    }
+
+    fn head(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&Auth<'_>>,
+        body: Option<&[u8]>,
+        if_match: Option<&str>,
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        // Values that came from the BMC (token, ETag) must not smuggle header lines.
+        let clean = |v: &str| !v.bytes().any(|b| b.is_ascii_control());
+        if !path.starts_with('/') || !clean(path) || path.contains(' ') {
+            return Err(Error::Config(format!("bad request path {path:?}")));
+        }
+        let mut h = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: outband-agent/{}\r\n\
+             Accept: application/json\r\nOData-Version: 4.0\r\n",
+            self.origin.host(),
+            self.origin.port(),
+            env!("CARGO_PKG_VERSION"),
+        );
+        let mut out = Zeroizing::new(Vec::with_capacity(h.len() + 256));
+        let mut extra: Vec<(&str, &str)> = Vec::new();
+        match auth {
+            Some(Auth::Basic(v)) => extra.push(("Authorization", v)),
+            Some(Auth::Token(t)) => extra.push(("X-Auth-Token", t)),
+            None => {}
+        }
+        if let Some(tag) = if_match {
+            extra.push(("If-Match", tag));
+        }
+        if body.is_some() {
+            extra.push(("Content-Type", "application/json"));
+        }
+        if extra.iter().any(|(_, v)| !clean(v)) {
+            return Err(Error::Protocol(
+                "a header value from the BMC has control characters".into(),
+            ));
+        }
+        if body.is_some() || matches!(method, "POST" | "PATCH" | "PUT") {
+            h.push_str(&format!(
+                "Content-Length: {}\r\n",
+                body.map_or(0, <[u8]>::len)
+            ));
+        }
+        out.extend_from_slice(h.as_bytes());
+        for (k, v) in extra {
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(out)
+    }
+
+    fn map_err(&self, e: WireError) -> Error {
         if let Some(seen) = &self.seen {
             let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
             if let (Some(observed), Some(expected)) = (seen.mismatch.take(), seen.trusted) {
                 return Error::TlsPinMismatch { expected, observed };
             }
         }
-        map_ureq(e)
+        match e {
+            WireError::Resolve(m) => Error::Unreachable(format!("resolve: {m}")),
+            WireError::Connect(io) => Error::Unreachable(io.to_string()),
+            WireError::Timeout(what) => Error::Timeout(format!("{what} deadline passed")),
+            WireError::Tls(io) => Error::Protocol(format!("TLS handshake: {io}")),
+            WireError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                Error::Protocol(format!("TLS: {io}"))
+            }
+            WireError::Io(io) => Error::Unreachable(io.to_string()),
+            WireError::Protocol(m) => Error::Protocol(m),
+        }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How a request authenticates.
@@ -239,27 +304,4 @@ pub(crate) enum Auth<'a> {
     Basic(&'a str),
     /// `X-Auth-Token: …` of a session.
     Token(&'a str),
-}
-
-fn map_ureq(e: ureq::Error) -> Error {
-    use std::io::ErrorKind as K;
-    match e {
-        ureq::Error::Timeout(t) => Error::Timeout(t.to_string()),
-        ureq::Error::HostNotFound => Error::Unreachable("host not found".into()),
-        ureq::Error::ConnectionFailed => Error::Unreachable("connection failed".into()),
-        ureq::Error::BodyExceedsLimit(n) => {
-            Error::Protocol(format!("response body over {n} bytes"))
-        }
-        ureq::Error::LargeResponseHeader(_, max) => {
-            Error::Protocol(format!("response header over {max} bytes"))
-        }
-        ureq::Error::Io(io) => match io.kind() {
-            K::TimedOut | K::WouldBlock => Error::Timeout(io.to_string()),
-            K::InvalidData | K::InvalidInput | K::Other => {
-                Error::Protocol(format!("TLS or transport: {io}"))
-            }
-            _ => Error::Unreachable(io.to_string()),
-        },
-        other => Error::Protocol(other.to_string()),
-    }
 }

@@ -1,6 +1,6 @@
 //! Redfish client for the agent: power state, `ComputerSystem.Reset`, boot override.
 //!
-//! Blocking (ureq); the smol agent runs it with `smol::unblock`. What it guarantees:
+//! Blocking (std sockets, rustls, a small HTTP/1.1 client of its own); the smol agent runs it with `smol::unblock`. What it guarantees:
 //!
 //! - **Trust**: HTTPS with the BMC certificate pinned by SHA-256 fingerprint
 //!   ([`TlsPolicy::Pinned`]), checked before any credential is sent; trust on first
@@ -29,7 +29,6 @@
 #![warn(missing_docs)]
 
 mod client;
-mod connector;
 mod creds;
 mod error;
 pub mod http;
@@ -38,6 +37,7 @@ pub mod origin;
 mod probe;
 mod session;
 pub mod tls;
+mod wire;
 
 pub use client::{Client, ROOT, SystemId};
 pub use creds::Credentials;
