@@ -137,7 +137,7 @@ impl PinVerifier {
     }
 }
 
-/// The marker error a refused certificate carries through rustls and ureq.
+/// The marker error a refused certificate carries through rustls.
 #[derive(Debug, thiserror::Error)]
 #[error("certificate fingerprint does not match the pin")]
 struct PinRefused;

@@ -5,7 +5,7 @@
 //! DELETE; POST and PATCH always go on a fresh one (never replayed after a failure).
 //!
 //! A hand-written client instead of ureq: the agent's 2.5 MiB budget (ureq with the
-//! `http` crate cost about 90 KB of it), and the BMC needs only this much HTTP.
+//! `http` crate cost about 170 KB of it), and a BMC needs only this much HTTP.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

@@ -612,3 +612,143 @@ fn service_root_behind_basic_auth() {
     assert!(st.requests[0].header("authorization").is_none());
     assert!(st.requests[1].header("authorization").is_some());
 }
+
+#[test]
+fn gets_share_a_connection_and_posts_get_their_own() {
+    let bmc = FakeBmc::start(true);
+    let c = connect_plain(&bmc).unwrap();
+    let sys = c.default_system().unwrap();
+    for _ in 0..5 {
+        c.power_state(&sys).unwrap();
+    }
+    c.reset(&sys, ResetType::On).unwrap();
+    c.power_state(&sys).unwrap();
+    c.close().unwrap();
+    let st = bmc.state();
+    // Root GET (1), login POST (2), GETs reuse it... the reset POST (3), then GETs
+    // and the DELETE reuse that one.
+    assert_eq!(st.connections, 3, "{} requests", st.requests.len());
+    assert_eq!(st.requests.len(), 12);
+}
+
+#[test]
+fn a_kept_alive_connection_the_bmc_closed_is_replaced() {
+    // Answers the system GET with a complete, keep-alive-looking response and then
+    // closes: the next GET finds the connection dead and must retry on a new one.
+    let bmc = FakeBmc::start_with(
+        false,
+        false,
+        over(|r, st| {
+            (r.path == "/redfish/v1/Systems/1").then(|| {
+                let body = format!(r#"{{"PowerState": "{}"}}"#, st.power);
+                Answer::Raw(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .into_bytes(),
+                )
+            })
+        }),
+    );
+    let c = connect_plain(&bmc).unwrap();
+    let sys = SystemId::new("/redfish/v1/Systems/1");
+    for _ in 0..3 {
+        assert_eq!(
+            c.power_state(&sys).unwrap(),
+            outband_redfish::PowerState::Off
+        );
+    }
+    // Root and Systems on the first connection, then one per closing answer.
+    assert_eq!(bmc.state().connections, 3);
+}
+
+fn raw_system(raw: &'static [u8]) -> FakeBmc {
+    FakeBmc::start_with(
+        false,
+        false,
+        over(move |r, _| (r.path == "/redfish/v1/Systems/1").then(|| Answer::Raw(raw.to_vec()))),
+    )
+}
+
+#[test]
+fn chunked_body_with_extensions_and_trailers() {
+    let bmc = raw_system(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;ext=1\r\n{\"Pow\r\nf\r\nerState\": \"On\"}\r\n0\r\nX-Trailer: 1\r\n\r\n",
+    );
+    let c = connect_plain(&bmc).unwrap();
+    let sys = SystemId::new("/redfish/v1/Systems/1");
+    assert_eq!(
+        c.power_state(&sys).unwrap(),
+        outband_redfish::PowerState::On
+    );
+}
+
+#[test]
+fn malformed_responses_are_protocol_errors() {
+    let cases: [&'static [u8]; 8] = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffff\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}",
+        b"HTTP/2 200\r\n\r\n{}",
+        b"HTTP/1.1 2000 OK\r\n\r\n{}",
+    ];
+    for raw in cases {
+        let bmc = raw_system(raw);
+        let c = connect_plain(&bmc).unwrap();
+        let e = c
+            .power_state(&SystemId::new("/redfish/v1/Systems/1"))
+            .unwrap_err();
+        assert_eq!(
+            e.code(),
+            "bmc_protocol",
+            "{:?}: {e}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+}
+
+#[test]
+fn interim_100_and_a_body_until_close() {
+    let bmc = raw_system(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\n\r\n{\"PowerState\": \"PoweringOn\"}",
+    );
+    let c = connect_plain(&bmc).unwrap();
+    let sys = SystemId::new("/redfish/v1/Systems/1");
+    assert_eq!(
+        c.power_state(&sys).unwrap(),
+        outband_redfish::PowerState::PoweringOn
+    );
+}
+
+#[test]
+fn a_session_token_with_a_line_break_is_not_echoed_into_a_header() {
+    let bmc = FakeBmc::start_with(
+        true,
+        false,
+        over(|r, st| {
+            if r.method != "POST" || !r.path.ends_with("/Sessions") {
+                return None;
+            }
+            st.created += 1;
+            Some(Answer::Raw(
+                b"HTTP/1.1 201 Created\r\nX-Auth-Token: tok\nX-Injected: 1\r\n\
+                  Location: /redfish/v1/SessionService/Sessions/1\r\nContent-Length: 2\r\n\r\n{}"
+                    .to_vec(),
+            ))
+        }),
+    );
+    let e = connect_plain(&bmc).unwrap();
+    let e = e.default_system().unwrap_err();
+    assert_eq!(e.code(), "bmc_protocol", "{e}");
+    assert!(
+        bmc.state()
+            .requests
+            .iter()
+            .all(|r| r.header("x-injected").is_none())
+    );
+}

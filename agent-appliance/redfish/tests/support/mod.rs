@@ -59,6 +59,8 @@ pub struct State {
     pub requests: Vec<Req>,
     /// Bytes of plaintext received over all connections.
     pub plaintext_bytes: usize,
+    /// TCP connections accepted.
+    pub connections: usize,
 }
 
 pub type Override = dyn Fn(&Req, &mut State) -> Option<Answer> + Send + Sync;
@@ -121,6 +123,7 @@ impl FakeBmc {
             while !stp.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
+                        st.lock().unwrap().connections += 1;
                         let (st, over, tls) = (st.clone(), over.clone(), tls_config.clone());
                         std::thread::spawn(move || serve(conn, st, over, tls));
                     }
