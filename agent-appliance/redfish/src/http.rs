@@ -1,4 +1,4 @@
-//! One HTTP exchange with the BMC over [`crate::wire`]: redirects handled here
+//! One HTTP exchange with the BMC over the crate's own HTTP/1.1 client: redirects handled here
 //! (same origin only), bounded headers and bodies, deadlines, and wire errors mapped
 //! to this crate's codes.
 
