@@ -62,7 +62,7 @@ pub async fn vnc(mut pending: PendingStream, target: Target, ctx: Arc<RelayConte
         Ok(s) => s,
         Err(e) => return tracing::debug!("stream {id}: gone before accept: {e}"),
     };
-    if let Err(e) = outband_console::serve_front(&mut stream).await {
+    if let Err(e) = outband_console::serve_front_within(&mut stream, ctx.connect_timeout).await {
         tracing::info!("stream {id}: the console client failed the RFB handshake: {e}");
         stream.abort(pb::CloseCode::PeerError, &e.to_string());
         return;

@@ -16,6 +16,15 @@ use std::sync::OnceLock;
 
 use anyhow::Context as _;
 
+static BIN_DIR_OVERRIDE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Uses the binaries in `dir` and builds nothing (for tools such as `cargo xtask
+/// bench-bmc` that bring their own release builds). Call before anything starts a
+/// process; later calls are ignored.
+pub fn use_bin_dir(dir: PathBuf) {
+    let _ = BIN_DIR_OVERRIDE.set(dir);
+}
+
 /// The directory holding the binaries, after building them once per test process.
 pub fn bin_dir() -> anyhow::Result<&'static Path> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -36,6 +45,9 @@ pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 fn locate_and_build() -> anyhow::Result<PathBuf> {
+    if let Some(dir) = BIN_DIR_OVERRIDE.get() {
+        return Ok(dir.clone());
+    }
     if let Some(dir) = std::env::var_os("OUTBAND_E2E_BIN_DIR") {
         return Ok(PathBuf::from(dir));
     }

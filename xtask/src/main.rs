@@ -4,8 +4,11 @@
 //!   and aarch64 musl; `--check-size` fails if the x86_64 binary exceeds its budget.
 //! - `cargo xtask bench [--quick]`: tunnel benchmarks against baselines measured in
 //!   the same run (see docs/benchmarks.md).
+//! - `cargo xtask bench-bmc [--quick]`: the BMC protocols against ipmitool and direct
+//!   connections on the same simulators (see docs/benchmarks.md).
 
 mod bench;
+mod bench_bmc;
 mod dist;
 
 use std::path::PathBuf;
@@ -18,8 +21,11 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("dist") => dist::run(flag("--check-size")),
         Some("bench") => bench::run(flag("--quick")),
+        Some("bench-bmc") => bench_bmc::run(flag("--quick")),
         _ => {
-            eprintln!("usage: cargo xtask dist [--check-size] | bench [--quick]");
+            eprintln!(
+                "usage: cargo xtask dist [--check-size] | bench [--quick] | bench-bmc [--quick]"
+            );
             bail!("unknown or missing subcommand")
         }
     }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::{cargo, dist, target_dir};
-use net::pct;
+pub(crate) use net::pct;
 
 struct Report(String);
 
