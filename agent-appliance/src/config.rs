@@ -12,6 +12,7 @@ use rustls_pki_types::ServerName;
 use serde::Deserialize;
 
 use crate::backoff::Backoff;
+use crate::discovery::{Range, ScanConfig};
 use crate::target::{AllowList, Scheme, Target};
 
 /// Default state directory (holds the identity key).
@@ -34,6 +35,14 @@ options:
   --allow TARGET             BMC endpoint the agent may use (repeatable): host:port,
                              vnc://, ipmi:// (UDP), https://, http://, ws://, wss://
                              host[:port][/path]
+  --discover CIDR            scan this IPv4 range (at most a /20) for BMCs: RMCP ping on
+                             UDP 623, Redfish service root on 443; found endpoints are
+                             reported to the gateway, not added to the allow-list
+                             (repeatable)
+  --discover-rate N          probes per second (default 50, at most 1000)
+  --discover-interval-s N    time between scans (default 600)
+  --discover-ipmi-port N     UDP port of the presence ping (default 623)
+  --discover-redfish-port N  TCP port of the Redfish probe (default 443)
   --backoff-base-ms N        first reconnect delay ceiling (default 500)
   --backoff-cap-ms N         largest reconnect delay ceiling (default 30000)
   --connect-timeout-ms N     TCP connect and TLS handshake timeout (default 10000)
@@ -116,6 +125,17 @@ pub struct Config {
     pub window: u32,
     /// Log level.
     pub log: tracing::Level,
+    /// BMC discovery: ranges to scan and how; `None` when no range is configured.
+    pub discovery: Option<Discovery>,
+}
+
+/// Periodic BMC discovery on the agent's network.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// What to scan and how fast.
+    pub scan: ScanConfig,
+    /// Time between scans.
+    pub interval: Duration,
 }
 
 /// What the command line asks for.
@@ -149,6 +169,11 @@ struct Raw {
     connect_timeout_ms: Option<u64>,
     window: Option<u64>,
     log: Option<String>,
+    discover: Option<Vec<String>>,
+    discover_rate: Option<u64>,
+    discover_interval_s: Option<u64>,
+    discover_ipmi_port: Option<u64>,
+    discover_redfish_port: Option<u64>,
 }
 
 impl Raw {
@@ -166,6 +191,11 @@ impl Raw {
             connect_timeout_ms: self.connect_timeout_ms.or(file.connect_timeout_ms),
             window: self.window.or(file.window),
             log: self.log.or(file.log),
+            discover: self.discover.or(file.discover),
+            discover_rate: self.discover_rate.or(file.discover_rate),
+            discover_interval_s: self.discover_interval_s.or(file.discover_interval_s),
+            discover_ipmi_port: self.discover_ipmi_port.or(file.discover_ipmi_port),
+            discover_redfish_port: self.discover_redfish_port.or(file.discover_redfish_port),
         }
     }
 }
@@ -210,6 +240,24 @@ where
             }
             Long("window") => raw.window = Some(number("--window", value(&mut parser)?)?),
             Long("log") => raw.log = Some(value(&mut parser)?),
+            Long("discover") => raw
+                .discover
+                .get_or_insert_with(Vec::new)
+                .push(value(&mut parser)?),
+            Long("discover-rate") => {
+                raw.discover_rate = Some(number("--discover-rate", value(&mut parser)?)?)
+            }
+            Long("discover-interval-s") => {
+                raw.discover_interval_s =
+                    Some(number("--discover-interval-s", value(&mut parser)?)?)
+            }
+            Long("discover-ipmi-port") => {
+                raw.discover_ipmi_port = Some(number("--discover-ipmi-port", value(&mut parser)?)?)
+            }
+            Long("discover-redfish-port") => {
+                raw.discover_redfish_port =
+                    Some(number("--discover-redfish-port", value(&mut parser)?)?)
+            }
             Long("print-identity") => print_identity = true,
             _ => return Err(err(arg.unexpected())),
         }
@@ -265,8 +313,66 @@ fn invalid(name: &'static str, value: impl Into<String>, reason: impl Into<Strin
     }
 }
 
+/// The discovery settings, validated; `None` without `--discover`.
+fn discovery(raw: &Raw) -> Result<Option<Discovery>, ConfigError> {
+    let Some(specs) = raw.discover.as_ref().filter(|d| !d.is_empty()) else {
+        return Ok(None);
+    };
+    let mut scan = ScanConfig::default();
+    for spec in specs {
+        let range = spec
+            .parse::<Range>()
+            .map_err(|e| invalid("--discover", spec, e.to_string()))?;
+        scan.ranges.push(range);
+    }
+    let port = |name: &'static str, v: Option<u64>, default: u16| match v {
+        None => Ok(default),
+        Some(p) => u16::try_from(p)
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| invalid(name, p.to_string(), "must be a port in 1..=65535")),
+    };
+    scan.ipmi_port = port(
+        "--discover-ipmi-port",
+        raw.discover_ipmi_port,
+        scan.ipmi_port,
+    )?;
+    scan.redfish_port = port(
+        "--discover-redfish-port",
+        raw.discover_redfish_port,
+        scan.redfish_port,
+    )?;
+    if let Some(rate) = raw.discover_rate {
+        scan.rate = u32::try_from(rate)
+            .ok()
+            .filter(|r| (1..=1000).contains(r))
+            .ok_or_else(|| {
+                invalid(
+                    "--discover-rate",
+                    rate.to_string(),
+                    "must be 1..=1000 probes/s",
+                )
+            })?;
+    }
+    scan.validate()
+        .map_err(|e| invalid("--discover", specs.join(","), e.to_string()))?;
+    let secs = raw.discover_interval_s.unwrap_or(600);
+    if !(10..=7 * 24 * 3600).contains(&secs) {
+        return Err(invalid(
+            "--discover-interval-s",
+            secs.to_string(),
+            "must be between 10 s and a week",
+        ));
+    }
+    Ok(Some(Discovery {
+        scan,
+        interval: Duration::from_secs(secs),
+    }))
+}
+
 /// Checks every setting and applies defaults.
 fn validate(raw: Raw) -> Result<Config, ConfigError> {
+    let discovery = discovery(&raw)?;
     let gw = raw.gateway.ok_or(ConfigError::Missing("--gateway"))?;
     let gateway = Target::parse(&gw).map_err(|e| invalid("--gateway", &gw, e.to_string()))?;
     if gateway.scheme != Scheme::Tcp {
@@ -344,6 +450,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
     })?;
 
     Ok(Config {
+        discovery,
         gateway,
         server_name,
         trust,
@@ -492,6 +599,60 @@ mod tests {
         assert!(matches!(run(&both).unwrap_err(), ConfigError::Conflict(_)));
         let e = run(&["--ca-file", "x"]).unwrap_err();
         assert!(matches!(e, ConfigError::Missing("--gateway")));
+    }
+
+    #[test]
+    fn discovery_settings() {
+        let mut args = base();
+        args.extend_from_slice(&["--discover", "10.1.0.0/24", "--discover", "10.2.0.0/28"]);
+        let c = run(&args).unwrap();
+        let d = c.discovery.expect("discovery configured");
+        assert_eq!(d.scan.ranges.len(), 2);
+        assert_eq!(
+            (d.scan.ipmi_port, d.scan.redfish_port, d.scan.rate),
+            (623, 443, 50)
+        );
+        assert_eq!(d.interval, Duration::from_secs(600));
+        assert!(run(&base()).unwrap().discovery.is_none());
+        for (extra, name) in [
+            (&["--discover", "10.0.0.0/16"][..], "--discover"),
+            (&["--discover", "10.0.0.0"][..], "--discover"),
+            (
+                &["--discover", "10.0.0.0/24", "--discover-rate", "0"][..],
+                "--discover-rate",
+            ),
+            (
+                &["--discover", "10.0.0.0/24", "--discover-rate", "5000"][..],
+                "--discover-rate",
+            ),
+            (
+                &["--discover", "10.0.0.0/24", "--discover-interval-s", "1"][..],
+                "--discover-interval-s",
+            ),
+            (
+                &["--discover", "10.0.0.0/24", "--discover-ipmi-port", "70000"][..],
+                "--discover-ipmi-port",
+            ),
+        ] {
+            let mut args = base();
+            args.extend_from_slice(extra);
+            assert_eq!(invalid_name(run(&args).unwrap_err()), name, "{extra:?}");
+        }
+        // Five /20s are more addresses than one scan may cover.
+        let mut args = base();
+        for i in 0..5 {
+            args.push("--discover");
+            args.push(
+                [
+                    "10.0.0.0/20",
+                    "10.0.16.0/20",
+                    "10.0.32.0/20",
+                    "10.0.48.0/20",
+                    "10.0.64.0/20",
+                ][i],
+            );
+        }
+        assert_eq!(invalid_name(run(&args).unwrap_err()), "--discover");
     }
 
     #[test]

@@ -103,12 +103,10 @@ pub struct Agent {
 impl Agent {
     /// Prepares an agent (no I/O besides what `tls` already did).
     pub fn new(config: Config, identity: Identity, tls: Arc<ClientConfig>) -> Agent {
-        let relay = Arc::new(RelayContext {
-            allow: config.allow.clone(),
-            connect_timeout: config.connect_timeout,
-            started: Instant::now(),
-            bmc_requests: Default::default(),
-        });
+        let relay = Arc::new(RelayContext::new(
+            config.allow.clone(),
+            config.connect_timeout,
+        ));
         Agent {
             config,
             identity,
@@ -122,8 +120,14 @@ impl Agent {
         &self.identity
     }
 
-    /// Dials, reconnecting forever with backoff. Never returns.
+    /// Dials, reconnecting forever with backoff. Never returns. Runs discovery scans
+    /// alongside when they are configured.
     pub async fn run(&self) {
+        let _discovery = self
+            .config
+            .discovery
+            .clone()
+            .map(|d| smol::spawn(crate::discovery::run_periodic(d, self.relay.clone())));
         let mut rng = fastrand::Rng::new();
         let mut attempt: u32 = 0;
         let gw = self.config.gateway.key();
@@ -239,7 +243,16 @@ impl Agent {
         );
         let (tunnel, driver) = Tunnel::new(session.io, mux, SmolTimer);
         let driver = smol::spawn(driver);
-        tunnel.send_inventory(relay::inventory(&self.config.allow));
+        tunnel.send_inventory(self.relay.inventory());
+        // Fresh reports when a discovery scan changes what the agent knows.
+        let _reports = {
+            let (tunnel, ctx) = (tunnel.clone(), self.relay.clone());
+            smol::spawn(async move {
+                while ctx.inventory_changed.1.recv().await.is_ok() {
+                    tunnel.send_inventory(ctx.inventory());
+                }
+            })
+        };
         let addresses = session
             .local_addr
             .map(|a| vec![a.ip().to_string()])

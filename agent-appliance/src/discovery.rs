@@ -434,6 +434,47 @@ pub async fn scan(cfg: &ScanConfig) -> Result<Vec<Found>, ScanError> {
     Ok(findings.into_found())
 }
 
+/// Scans at start and then every `d.interval`, and hands what it found to the relay
+/// context, which reports it to the gateway. Never returns.
+pub async fn run_periodic(d: crate::config::Discovery, ctx: Arc<crate::relay::RelayContext>) {
+    loop {
+        let t0 = Instant::now();
+        match scan(&d.scan).await {
+            Ok(found) => {
+                tracing::info!(
+                    "discovery: {} BMC endpoint(s) found in {:.1?}",
+                    found.len(),
+                    t0.elapsed()
+                );
+                ctx.set_discovered(found.iter().map(Found::to_endpoint).collect());
+            }
+            Err(e) => tracing::warn!("discovery scan failed: {e}"),
+        }
+        smol::Timer::after(d.interval).await;
+    }
+}
+
+impl Found {
+    /// The inventory entry for this endpoint.
+    pub fn to_endpoint(&self) -> outband_proto::pb::Endpoint {
+        let cert_sha256 = match self {
+            Found::Redfish {
+                fingerprint: Some(hex),
+                ..
+            } => data_encoding::HEXLOWER_PERMISSIVE
+                .decode(hex.as_bytes())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        outband_proto::pb::Endpoint {
+            url: self.url(),
+            reachable: true,
+            source: outband_proto::pb::EndpointSource::Discovery as i32,
+            cert_sha256: cert_sha256.into(),
+        }
+    }
+}
+
 async fn receive_until(
     socket: &smol::net::UdpSocket,
     findings: &std::sync::Mutex<Findings>,

@@ -8,8 +8,8 @@
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use outband_proto::pb::{
     StreamKind, reply, request,
 };
 use outband_tunnel::{Incoming, PendingStream, Stream, Tunnel};
+use smol::channel::{Receiver, Sender};
 use smol::net::TcpStream;
 
 use crate::target::{AllowList, Scheme, Target};
@@ -37,6 +38,47 @@ pub struct RelayContext {
     pub started: Instant,
     /// BMC requests being answered right now (bounded by [`MAX_BMC_REQUESTS`]).
     pub bmc_requests: AtomicUsize,
+    /// Endpoints the last discovery scan found.
+    pub discovered: Mutex<Vec<Endpoint>>,
+    /// Signalled (coalesced) when `discovered` changed, so the live connection sends
+    /// a fresh inventory report.
+    pub inventory_changed: (Sender<()>, Receiver<()>),
+}
+
+impl RelayContext {
+    /// A context for `allow` with nothing discovered yet.
+    pub fn new(allow: AllowList, connect_timeout: Duration) -> Self {
+        RelayContext {
+            allow,
+            connect_timeout,
+            started: Instant::now(),
+            bmc_requests: AtomicUsize::new(0),
+            discovered: Mutex::new(Vec::new()),
+            inventory_changed: smol::channel::bounded(1),
+        }
+    }
+
+    /// Replaces the discovered endpoints and tells the live connection.
+    pub fn set_discovered(&self, endpoints: Vec<Endpoint>) {
+        *self.discovered.lock().unwrap_or_else(|e| e.into_inner()) = endpoints;
+        let _ = self.inventory_changed.0.try_send(());
+    }
+
+    /// The inventory report: the allow-list (reachable if discovery saw it answer)
+    /// and what discovery found beyond it.
+    pub fn inventory(&self) -> InventoryReport {
+        let found = self.discovered.lock().unwrap_or_else(|e| e.into_inner());
+        let mut report = inventory(&self.allow);
+        for ep in &mut report.endpoints {
+            ep.reachable = found.iter().any(|f| f.url == ep.url);
+        }
+        for f in found.iter() {
+            if !report.endpoints.iter().any(|e| e.url == f.url) {
+                report.endpoints.push(f.clone());
+            }
+        }
+        report
+    }
 }
 
 /// Most BMC requests answered at once; more get `agent_busy` at once instead of piling
@@ -381,6 +423,35 @@ mod tests {
     }
 
     #[test]
+    fn inventory_merges_discovery() {
+        let ctx = RelayContext::new(allow(), Duration::from_secs(1));
+        assert_eq!(ctx.inventory(), inventory(&allow()));
+        let found = |url: &str| Endpoint {
+            url: url.into(),
+            reachable: true,
+            source: EndpointSource::Discovery as i32,
+            cert_sha256: Default::default(),
+        };
+        ctx.set_discovered(vec![
+            found("vnc://10.0.0.5:5900"),
+            found("ipmi://10.0.0.9:623"),
+        ]);
+        assert!(
+            ctx.inventory_changed.1.try_recv().is_ok(),
+            "change signalled"
+        );
+        let inv = ctx.inventory();
+        assert_eq!(inv.endpoints.len(), 2);
+        assert_eq!(inv.endpoints[0].url, "vnc://10.0.0.5:5900");
+        assert!(inv.endpoints[0].reachable, "seen by discovery");
+        assert_eq!(inv.endpoints[0].source, EndpointSource::Config as i32);
+        assert_eq!(inv.endpoints[1], found("ipmi://10.0.0.9:623"));
+        // Discovery does not widen the allow-list.
+        let t = Target::parse("ipmi://10.0.0.9").unwrap();
+        assert!(!ctx.allow.permits(&t));
+    }
+
+    #[test]
     fn inventory_lists_allow_list() {
         let inv = inventory(&allow());
         assert_eq!(inv.endpoints.len(), 1);
@@ -390,12 +461,7 @@ mod tests {
 
     #[test]
     fn requests() {
-        let ctx = RelayContext {
-            allow: allow(),
-            connect_timeout: Duration::from_secs(1),
-            started: Instant::now(),
-            bmc_requests: AtomicUsize::new(0),
-        };
+        let ctx = RelayContext::new(allow(), Duration::from_secs(1));
         let addrs = vec!["192.0.2.1".to_owned()];
         match answer(
             Some(request::Body::AgentInfo(pb::AgentInfoRequest {})),

@@ -17,6 +17,8 @@ pub struct AgentOptions {
     pub backoff_cap_ms: Option<u64>,
     /// `--log` (default `debug`).
     pub log: Option<String>,
+    /// Further flags, passed as given (e.g. `--discover 127.0.0.0/29`).
+    pub extra_args: Vec<String>,
 }
 
 /// A running agent process.
@@ -56,6 +58,7 @@ impl Agent {
         if let Some(ms) = opts.backoff_cap_ms {
             args.extend(["--backoff-cap-ms".into(), ms.to_string()]);
         }
+        args.extend(opts.extra_args.iter().cloned());
         let proc = Proc::spawn(ctx, name, &crate::bins::bin("outband-agent")?, &args)?;
         Ok(Agent {
             proc,

@@ -305,6 +305,69 @@ fn sol_console_through_the_tunnel() {
     });
 }
 
+/// Discovery configured on the agent finds the simulators on its network (an RMCP
+/// pong from ipmi_sim, a Redfish service root from sushy-tools with its certificate
+/// fingerprint) and reports them to the gateway, without adding them to what the
+/// agent may use: a power request to a discovered-only endpoint is still forbidden.
+#[test]
+fn discovery_reports_bmcs_to_the_gateway() {
+    TestContext::run("bmc_discovery_e2e", |ctx| {
+        let sim = IpmiSim::start(ctx)?;
+        let sushy = Sushy::start(ctx, &SushyOptions::default())?;
+        let gw = Gateway::start(ctx, GatewayOptions::default())?;
+        let opts = AgentOptions {
+            extra_args: [
+                "--discover",
+                "127.0.0.0/29",
+                "--discover-ipmi-port",
+                &sim.port().to_string(),
+                "--discover-redfish-port",
+                &sushy.port().to_string(),
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            ..Default::default()
+        };
+        let agent = Agent::start(ctx, "agent", gw.agent_addr(), gw.ca_file(), &opts)?;
+        let agent_id = gw.wait_first_agent(T)?;
+        let ipmi_url = format!("ipmi://127.0.0.1:{}", sim.port());
+        let redfish_url = format!("https://127.0.0.1:{}", sushy.port());
+        let inventory = outband_e2e::wait::wait_for("discovered endpoints", T, || {
+            let a = gw.agent(&agent_id).ok()??;
+            let inv = a["inventory"].as_array()?.clone();
+            (inv.len() >= 2).then_some(inv)
+        })?;
+        let find = |url: &str| inventory.iter().find(|e| e["url"] == url).cloned();
+        let ipmi = find(&ipmi_url).with_context(|| format!("{ipmi_url} in {inventory:?}"))?;
+        assert_eq!(ipmi["source"], "discovery");
+        assert_eq!(ipmi["reachable"], true);
+        let redfish =
+            find(&redfish_url).with_context(|| format!("{redfish_url} in {inventory:?}"))?;
+        assert_eq!(redfish["cert_sha256"], sha256_hex(sushy.cert_der()));
+        assert_eq!(
+            inventory.len(),
+            2,
+            "nothing else answers on 127.0.0.0/29: {inventory:?}"
+        );
+
+        let s = Stack {
+            gw,
+            _agent: agent,
+            agent_id,
+        };
+        let (status, body) = s.call(
+            "power",
+            json!({"endpoint": ipmi_url, "auth": admin(), "action": "status"}),
+        )?;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (403, &json!("forbidden")),
+            "{body}"
+        );
+        s.gw.assert_no_panic()
+    });
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
