@@ -54,6 +54,26 @@ pub struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. `info` or `outband_gateway=debug`. Default info.
     #[arg(long, value_name = "LEVEL")]
     pub log: Option<String>,
+    /// Base URL of the outband manager (`http://127.0.0.1:8090` or `https://...`).
+    /// Without it the gateway runs standalone.
+    #[arg(long, value_name = "URL")]
+    pub manager_url: Option<String>,
+    /// File holding the one-time registration credential (`obgr_...`) from the
+    /// manager's admin; read once at start, only needed until the gateway registered.
+    #[arg(long, value_name = "PATH")]
+    pub registration_credential_file: Option<PathBuf>,
+    /// PEM CA certificates trusted for an `https://` manager URL. Default: the system
+    /// bundle `/etc/ssl/certs/ca-certificates.crt`.
+    #[arg(long, value_name = "PATH")]
+    pub manager_ca_file: Option<PathBuf>,
+    /// Interval of heartbeats (and revocation polls) to the manager, in milliseconds.
+    /// Default 10000.
+    #[arg(long, value_name = "MS")]
+    pub manager_heartbeat_interval_ms: Option<u64>,
+    /// Deadline of one call to the manager (connect, request, response), in
+    /// milliseconds. Default 10000.
+    #[arg(long, value_name = "MS")]
+    pub manager_timeout_ms: Option<u64>,
 }
 
 /// The `--config` TOML file. Every key is optional.
@@ -82,6 +102,16 @@ pub struct FileConfig {
     pub window: Option<u32>,
     /// See [`Cli::log`].
     pub log: Option<String>,
+    /// See [`Cli::manager_url`].
+    pub manager_url: Option<String>,
+    /// See [`Cli::registration_credential_file`].
+    pub registration_credential_file: Option<PathBuf>,
+    /// See [`Cli::manager_ca_file`].
+    pub manager_ca_file: Option<PathBuf>,
+    /// See [`Cli::manager_heartbeat_interval_ms`].
+    pub manager_heartbeat_interval_ms: Option<u64>,
+    /// See [`Cli::manager_timeout_ms`].
+    pub manager_timeout_ms: Option<u64>,
 }
 
 /// Production server certificate and key files.
@@ -116,7 +146,30 @@ pub struct Config {
     pub window: u32,
     /// Log filter.
     pub log: String,
+    /// The manager connection; `None` = standalone.
+    pub manager: Option<ManagerConfig>,
 }
+
+/// Where and how the gateway reaches the manager (outbound only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagerConfig {
+    /// Base URL, validated: `http` or `https`, a host, no user info, query or fragment;
+    /// no trailing `/`.
+    pub url: String,
+    /// The registration credential file (read once at start).
+    pub registration_credential_file: Option<PathBuf>,
+    /// CA bundle for `https`.
+    pub ca_file: Option<PathBuf>,
+    /// Heartbeat (and revocation poll) interval.
+    pub heartbeat_interval: Duration,
+    /// Deadline of one call.
+    pub timeout: Duration,
+}
+
+/// Default interval of manager heartbeats.
+pub const DEFAULT_MANAGER_HEARTBEAT: Duration = Duration::from_secs(10);
+/// Default deadline of one call to the manager.
+pub const DEFAULT_MANAGER_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for Config {
     fn default() -> Self {
@@ -131,6 +184,7 @@ impl Default for Config {
             max_handshakes: 256,
             window: 256 * 1024,
             log: "info".to_owned(),
+            manager: None,
         }
     }
 }
@@ -226,6 +280,42 @@ impl Config {
                 .unwrap_or(d.max_handshakes),
             window: cli.window.or(file.window).unwrap_or(d.window),
             log: cli.log.or(file.log).unwrap_or(d.log),
+            manager: None,
+        };
+        let manager_url = cli.manager_url.or(file.manager_url);
+        let credential = cli
+            .registration_credential_file
+            .or(file.registration_credential_file);
+        let ca_file = cli.manager_ca_file.or(file.manager_ca_file);
+        let hb = cli
+            .manager_heartbeat_interval_ms
+            .or(file.manager_heartbeat_interval_ms);
+        let timeout = cli.manager_timeout_ms.or(file.manager_timeout_ms);
+        let cfg = match manager_url {
+            Some(url) => Config {
+                manager: Some(ManagerConfig {
+                    url: check_manager_url(&url)?,
+                    registration_credential_file: credential,
+                    ca_file,
+                    heartbeat_interval: ms(hb, DEFAULT_MANAGER_HEARTBEAT),
+                    timeout: ms(timeout, DEFAULT_MANAGER_TIMEOUT),
+                }),
+                ..cfg
+            },
+            None => {
+                let stray = [
+                    ("registration_credential_file", credential.is_some()),
+                    ("manager_ca_file", ca_file.is_some()),
+                    ("manager_heartbeat_interval_ms", hb.is_some()),
+                    ("manager_timeout_ms", timeout.is_some()),
+                ];
+                if let Some((name, _)) = stray.iter().find(|(_, set)| *set) {
+                    return Err(ConfigError::Invalid(format!(
+                        "{name} needs manager_url (without it the gateway runs standalone)"
+                    )));
+                }
+                cfg
+            }
         };
         cfg.validate()?;
         Ok(cfg)
@@ -258,8 +348,51 @@ impl Config {
         if !(1024..=16 * 1024 * 1024).contains(&self.window) {
             return bad(format!("window {} outside 1024..=16777216", self.window));
         }
+        if let Some(m) = &self.manager {
+            let hb = m.heartbeat_interval.as_millis();
+            if !(100..=3_600_000).contains(&hb) {
+                return bad(format!(
+                    "manager_heartbeat_interval_ms {hb} outside 100..=3600000"
+                ));
+            }
+            let t = m.timeout.as_millis();
+            if !(100..=600_000).contains(&t) {
+                return bad(format!("manager_timeout_ms {t} outside 100..=600000"));
+            }
+        }
         Ok(())
     }
+}
+
+/// Checks `--manager-url` and returns it without a trailing `/`.
+fn check_manager_url(url: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| {
+        Err(ConfigError::Invalid(format!(
+            "manager_url {url:?}: {why} (expected http(s)://host[:port][/path])"
+        )))
+    };
+    if url.len() > 512 || !url.bytes().all(|b| b > b' ' && b < 0x7f) {
+        return bad("at most 512 printable ASCII bytes");
+    }
+    let Ok(uri) = url.parse::<axum::http::Uri>() else {
+        return bad("not a URL");
+    };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return bad("the scheme must be http or https");
+    }
+    let Some(authority) = uri.authority() else {
+        return bad("no host");
+    };
+    if authority.as_str().contains('@') {
+        return bad("user info is not allowed");
+    }
+    if authority.host().is_empty() {
+        return bad("no host");
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return bad("no query or fragment");
+    }
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 #[cfg(test)]
@@ -294,5 +427,63 @@ mod tests {
         assert!(err.to_string().contains("not a loopback address"), "{err}");
         let cli = Cli::parse_from(["outband-gateway", "--http-listen", "[::1]:0"]);
         assert!(Config::merge(cli, FileConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn manager_settings() {
+        let cfg = Config::merge(Cli::default(), FileConfig::default()).unwrap();
+        assert_eq!(cfg.manager, None, "standalone by default");
+        let file: FileConfig = toml::from_str(
+            "manager_url = \"https://mgr.example:8443/base/\"\n\
+             registration_credential_file = \"/etc/outband/cred\"\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from(["outband-gateway", "--manager-heartbeat-interval-ms", "500"]);
+        let m = Config::merge(cli, file).unwrap().manager.unwrap();
+        assert_eq!(m.url, "https://mgr.example:8443/base");
+        assert_eq!(m.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(m.timeout, DEFAULT_MANAGER_TIMEOUT);
+        assert_eq!(
+            m.registration_credential_file.as_deref(),
+            Some(Path::new("/etc/outband/cred"))
+        );
+        let cli = Cli::parse_from(["outband-gateway", "--manager-url", "http://127.0.0.1:1"]);
+        let m = Config::merge(cli, FileConfig::default())
+            .unwrap()
+            .manager
+            .unwrap();
+        assert_eq!(m.heartbeat_interval, DEFAULT_MANAGER_HEARTBEAT);
+
+        for (url, why) in [
+            ("ftp://mgr", "scheme"),
+            ("http://user:pw@mgr", "user info"),
+            ("http://mgr/?a=1", "query"),
+            ("mgr:8090", "scheme"),
+            ("http://mgr/a b", "printable"),
+        ] {
+            let cli = Cli::parse_from(["outband-gateway", "--manager-url", url]);
+            let err = Config::merge(cli, FileConfig::default()).unwrap_err();
+            assert!(err.to_string().contains("manager_url"), "{url}: {err}");
+            assert!(err.to_string().contains(why), "{url}: {err}");
+        }
+        let cli = Cli::parse_from([
+            "outband-gateway",
+            "--manager-url",
+            "http://127.0.0.1:1",
+            "--manager-heartbeat-interval-ms",
+            "10",
+        ]);
+        let err = Config::merge(cli, FileConfig::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("manager_heartbeat_interval_ms 10"),
+            "{err}"
+        );
+        let cli = Cli::parse_from(["outband-gateway", "--registration-credential-file", "/c"]);
+        let err = Config::merge(cli, FileConfig::default()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("registration_credential_file needs manager_url"),
+            "{err}"
+        );
     }
 }

@@ -9,6 +9,8 @@
 //! - [`relay`]: TCP listeners whose connections become streams.
 //! - [`http`]: the operator HTTP API (no authentication yet: loopback only).
 //! - [`metrics`]: counters and Prometheus text.
+//! - [`manager`]: the optional outbound link to the manager (registration,
+//!   heartbeats with the connected agents, revocation feed).
 //!
 //! [`run`] takes already bound listeners and a shutdown future, so tests bind port 0.
 #![forbid(unsafe_code)]
@@ -17,6 +19,7 @@
 pub mod agents;
 pub mod config;
 pub mod http;
+pub mod manager;
 pub mod metrics;
 pub mod pki;
 pub mod registry;
@@ -57,6 +60,9 @@ pub enum GatewayError {
     /// The HTTP server failed.
     #[error("HTTP server")]
     Http(#[source] std::io::Error),
+    /// The manager client could not be set up (`manager_url`, `manager_ca_file`).
+    #[error("setting up the manager client")]
+    Manager(#[from] manager::client::ClientError),
 }
 
 /// Contents of the `--ready-file`.
@@ -89,6 +95,13 @@ pub async fn run(
         tracing::info!(ca_file = %path.display(), fingerprint = %fp, "dev CA (agents pin this CA)");
     }
     let tls = agents::tls_config(identity)?;
+    let manager_link = match &config.manager {
+        Some(m) => Some(Arc::new(manager::ManagerLink::new(
+            m.clone(),
+            config.state_dir.clone(),
+        )?)),
+        None => None,
+    };
 
     let agent_addr: SocketAddr = agent_listener
         .local_addr()
@@ -126,10 +139,19 @@ pub async fn run(
     );
     let agent_task = tokio::spawn(server.serve(agent_listener, token.clone()));
 
+    if let Some(link) = &manager_link {
+        tracing::info!(manager_url = %link.status().manager_url, "manager link enabled");
+        tokio::spawn(
+            link.clone()
+                .run(registry.clone(), metrics.clone(), token.child_token()),
+        );
+    }
+
     let app = http::router(http::AppState {
         registry,
         relays,
         metrics,
+        manager: manager_link,
     });
     let http_task = tokio::spawn(
         axum::serve(http_listener, app)

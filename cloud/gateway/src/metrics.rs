@@ -90,6 +90,10 @@ pub struct Metrics {
     pub relay_bytes_to_agent: AtomicU64,
     /// Relay bytes from agents towards TCP clients.
     pub relay_bytes_from_agent: AtomicU64,
+    /// Heartbeats the manager accepted.
+    pub manager_heartbeats_ok: AtomicU64,
+    /// Heartbeats that failed (manager down, token refused, ...).
+    pub manager_heartbeats_error: AtomicU64,
 }
 
 /// Values the metrics do not own, read at scrape time.
@@ -224,6 +228,19 @@ impl Metrics {
             "Open relay listeners.",
         );
         let _ = writeln!(s, "outband_gateway_relays {}", g.relays);
+        head(
+            &mut s,
+            "outband_gateway_manager_heartbeats_total",
+            "counter",
+            "Heartbeats to the manager by result (none when standalone).",
+        );
+        let _ = writeln!(
+            s,
+            "outband_gateway_manager_heartbeats_total{{result=\"ok\"}} {}\n\
+             outband_gateway_manager_heartbeats_total{{result=\"error\"}} {}",
+            load(&self.manager_heartbeats_ok),
+            load(&self.manager_heartbeats_error)
+        );
         s
     }
 }
@@ -250,6 +267,10 @@ mod tests {
             "outband_gateway_agent_disconnects_total{reason_kind=\"heartbeat_timeout\"} 1\n"
         ));
         assert!(text.contains("# TYPE outband_gateway_streams_opened_total counter\n"));
+        m.manager_heartbeats_error.fetch_add(2, Ordering::Relaxed);
+        let text = m.render(Gauges::default());
+        assert!(text.contains("outband_gateway_manager_heartbeats_total{result=\"ok\"} 0\n"));
+        assert!(text.contains("outband_gateway_manager_heartbeats_total{result=\"error\"} 2\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();
             value.parse::<u64>().unwrap();

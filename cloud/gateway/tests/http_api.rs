@@ -24,6 +24,7 @@ fn app() -> axum::Router {
         registry,
         relays,
         metrics,
+        manager: None,
     })
 }
 

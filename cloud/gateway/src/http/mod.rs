@@ -7,6 +7,7 @@
 //! - `GET /` (operator page)
 //! - `GET /health`
 //! - `GET /metrics` (Prometheus text)
+//! - `GET /api/v1/manager` (the manager link's state; never the token)
 //! - `GET /api/v1/agents`, `GET /api/v1/agents/{id}`
 //! - `GET /api/v1/relays`, `POST /api/v1/relays`, `DELETE /api/v1/relays/{id}`
 //! - `POST /api/v1/agents/{id}/power`, `.../bmc-info`, `.../boot-device` (see [`bmc`])
@@ -27,6 +28,7 @@ use serde_json::json;
 
 pub use error::ApiError;
 
+use crate::manager::ManagerLink;
 use crate::metrics::Metrics;
 use crate::registry::{AgentView, Registry};
 use crate::relay::{RelayInfo, RelaySpec, Relays};
@@ -48,6 +50,8 @@ pub struct AppState {
     pub relays: Arc<Relays>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The manager link; `None` when standalone.
+    pub manager: Option<Arc<ManagerLink>>,
 }
 
 /// Builds the router.
@@ -56,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(index))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/api/v1/manager", get(manager_status))
         .route("/api/v1/agents", get(list_agents))
         .route("/api/v1/agents/{id}", get(get_agent))
         .route("/api/v1/agents/{id}/power", post(bmc::power))
@@ -126,6 +131,21 @@ async fn index() -> impl IntoResponse {
 
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// `GET /api/v1/manager`: `{"mode":"standalone"}`, or `{"mode":"managed", ...}` with
+/// [`crate::manager::ManagerStatus`].
+async fn manager_status(State(s): State<AppState>) -> Json<serde_json::Value> {
+    match &s.manager {
+        None => Json(json!({ "mode": "standalone" })),
+        Some(link) => {
+            let mut v = serde_json::to_value(link.status()).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("mode".into(), "managed".into());
+            }
+            Json(v)
+        }
+    }
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
