@@ -122,7 +122,8 @@ outband is running.
                   manager is not yet wired to the gateway)
   VNC console:    point any VNC viewer at ${vnc_relay} (no password: the agent
                   logs in to the BMC's VNC server itself, through its outbound tunnel)
-  serial console: nc ${sol_relay/:/ }    (IPMI SOL; QEMU's serial port behind ipmi_sim)
+  serial console: socat -,raw,echo=0 TCP:${sol_relay}   (IPMI SOL: QEMU's serial port
+                  behind ipmi_sim; Ctrl-C to leave)
   power:          curl -sS -X POST $POWER_URL \\
                     -H 'content-type: application/json' \\
                     -d '{"endpoint":"ipmi://127.0.0.1:$IPMI_PORT","auth":$IPMI_AUTH,"action":"status"}'
