@@ -395,7 +395,10 @@ fn ipmi_sim_drives_a_real_qemu_power_and_sol() {
         o.cipher_suites = vec![3];
         let mut power = open(sim.addr(), &o)?;
         ensure!(sim.qemu_pid().is_none(), "QEMU runs before power on");
-        ensure!(!smol::block_on(power.chassis_status())?.power_on);
+        ensure!(
+            !smol::block_on(power.chassis_status())?.power_on,
+            "the chassis reports power on before the first power on"
+        );
 
         smol::block_on(power.chassis_control(ChassisAction::PowerOn))?;
         let pid = wait_for("QEMU started by power on", Duration::from_secs(15), || {
