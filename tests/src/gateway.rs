@@ -31,6 +31,8 @@ pub struct GatewayOptions {
     pub max_handshakes: Option<u32>,
     /// `--log` (default [`DEFAULT_LOG`], so failures explain themselves).
     pub log: Option<String>,
+    /// Further flags, passed as given (e.g. `--manager-url URL`).
+    pub extra_args: Vec<String>,
 }
 
 /// What the gateway writes to its `--ready-file` once it listens.
@@ -302,6 +304,7 @@ fn spawn(
     if let Some(n) = opts.max_handshakes {
         args.extend(["--max-handshakes".into(), n.to_string()]);
     }
+    args.extend(opts.extra_args.iter().cloned());
     let mut proc = Proc::spawn(ctx, "gateway", &crate::bins::bin("outband-gateway")?, &args)?;
     let ready = wait_for("gateway ready file", Duration::from_secs(30), || {
         if !proc.is_running() {

@@ -39,6 +39,7 @@ pub mod context;
 pub mod fake_agent;
 pub mod gateway;
 pub mod ipmi_sim;
+pub mod manager;
 pub mod net;
 pub mod process;
 pub mod pyghmi;
