@@ -179,6 +179,31 @@ fn gateway_registers_reports_agents_and_outlives_the_manager() {
             "adopted agent not listed: {agents}"
         );
 
+        // A logout reaches the gateway through the revocation feed.
+        let (status, login) = mgr.call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(&json!({ "email": ADMIN, "password": ADMIN_PW })),
+        )?;
+        anyhow::ensure!(status == 200, "second login: {status} {login}");
+        anyhow::ensure!(
+            manager_status(&gw)?["revoked_sessions"] == 0,
+            "revocations before any logout"
+        );
+        let (status, _) = mgr.call(
+            "POST",
+            "/api/v1/auth/logout",
+            None,
+            Some(&json!({ "refresh_token": login["refresh_token"] })),
+        )?;
+        anyhow::ensure!(status == 204, "logout: {status}");
+        let st = wait_for("the logout in the gateway's revocation set", T, || {
+            let st = manager_status(&gw).ok()?;
+            (st["revoked_sessions"] == 1).then_some(st)
+        })?;
+        anyhow::ensure!(st["revocation_cursor"].is_i64(), "{st}");
+
         // Restart without the credential file: the stored token is reused.
         std::fs::remove_file(ctx.path().join("registration-credential"))?;
         let seen_before = entry["last_seen_at"].as_i64().unwrap_or(0);
