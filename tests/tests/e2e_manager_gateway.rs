@@ -317,3 +317,70 @@ fn refused_credential_is_logged_and_agents_are_still_served() {
         Ok(())
     });
 }
+
+#[test]
+fn replaced_token_is_logged_retried_and_replaced_by_a_new_credential() {
+    TestContext::run("manager_gateway_token_replaced", |ctx| {
+        let mgr = Manager::start_with_admin(ctx, "manager", ADMIN, ADMIN_PW)?;
+        let admin = mgr.login(ADMIN, ADMIN_PW)?;
+        let (gw_id, credential) = create_gateway(&mgr, &admin, "gw-replaced")?;
+        let mut gw = managed_gateway(ctx, &mgr, &credential)?;
+        wait_until("the gateway heartbeating", T, || metric(&gw, OK) >= 1.0)?;
+
+        // Someone else registers as this gateway with a new credential: the running
+        // gateway's token is replaced and the manager answers it 401.
+        let new_credential = |mgr: &Manager| -> anyhow::Result<String> {
+            let (status, v) = mgr.call(
+                "POST",
+                &format!("/api/v1/gateways/{gw_id}/credential"),
+                Some(&admin),
+                None,
+            )?;
+            anyhow::ensure!(
+                status == 200 || status == 201,
+                "new credential: {status} {v}"
+            );
+            Ok(v["registration_credential"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned())
+        };
+        let other = new_credential(&mgr)?;
+        let (status, v) = mgr.call(
+            "POST",
+            "/api/v1/gateway/register",
+            None,
+            Some(&json!({ "registration_credential": other })),
+        )?;
+        anyhow::ensure!(status == 200, "register elsewhere: {status} {v}");
+        let errors_before = metric(&gw, ERR);
+        gw.proc().wait_stderr_line("token rejected", 0, T, |l| {
+            l.contains("ERROR") && l.contains("rejected the gateway token")
+        })?;
+        wait_until("errors counted", T, || {
+            metric(&gw, ERR) >= errors_before + 2.0
+        })?;
+        let (status, _) = gw.get("/health")?;
+        anyhow::ensure!(status == 200 && gw.proc_mut().is_running(), "gateway down");
+
+        // Restarted with a fresh credential: the stored token is refused, so it
+        // registers with the credential and heartbeats again.
+        let fresh = new_credential(&mgr)?;
+        std::fs::write(
+            ctx.path().join("registration-credential"),
+            format!("{fresh}\n"),
+        )?;
+        gw.restart(ctx)?;
+        gw.proc().wait_stderr_line("registered again", 0, T, |l| {
+            l.contains("registered with the manager")
+        })?;
+        wait_until("heartbeats with the new token", T, || {
+            metric(&gw, OK) >= 1.0 && manager_status(&gw).is_ok_and(|s| s["last_error"].is_null())
+        })?;
+        let stored: Value = serde_json::from_slice(&std::fs::read(
+            ctx.path().join("gateway").join("manager-token.json"),
+        )?)?;
+        anyhow::ensure!(stored["gateway_id"] == gw_id.as_str(), "{stored}");
+        Ok(())
+    });
+}
