@@ -43,6 +43,9 @@ async fn health_and_empty_agent_list() {
     let (s, v) = call(Request::get("/api/v1/agents").body(Body::empty()).unwrap()).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v, serde_json::json!([]));
+    let (s, v) = call(Request::get("/api/v1/manager").body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v, serde_json::json!({ "mode": "standalone" }));
 }
 
 #[tokio::test]
