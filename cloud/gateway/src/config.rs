@@ -392,6 +392,19 @@ fn check_manager_url(url: &str) -> Result<String, ConfigError> {
     if uri.query().is_some() || url.contains('#') {
         return bad("no query or fragment");
     }
+    // The gateway token must not cross a network in clear text (the manager refuses it
+    // too, unless it listens on loopback behind a TLS proxy).
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if uri.scheme_str() == Some("http") && !loopback {
+        return bad("plain http only to a loopback host; use https");
+    }
     Ok(url.trim_end_matches('/').to_owned())
 }
 
@@ -457,7 +470,12 @@ mod tests {
         for (url, why) in [
             ("ftp://mgr", "scheme"),
             ("http://user:pw@mgr", "user info"),
-            ("http://mgr/?a=1", "query"),
+            ("https://mgr/?a=1", "query"),
+            (
+                "http://mgr.example:8090",
+                "plain http only to a loopback host",
+            ),
+            ("http://10.0.0.1", "plain http only to a loopback host"),
             ("mgr:8090", "scheme"),
             ("http://mgr/a b", "printable"),
         ] {

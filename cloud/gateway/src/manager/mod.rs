@@ -123,6 +123,20 @@ pub fn backoff_for(interval: Duration) -> Backoff {
     Backoff::new(base, cap.max(base))
 }
 
+/// `d` scaled into 80..=120 % by `r` (random bits), so gateways that lost the manager
+/// together do not all retry in the same instant.
+pub fn jittered(d: Duration, r: u16) -> Duration {
+    d.mul_f64(0.8 + 0.4 * f64::from(r) / f64::from(u16::MAX))
+}
+
+fn random_u16() -> u16 {
+    use ring::rand::SecureRandom as _;
+    let mut b = [0u8; 2];
+    // On failure (no entropy source) the delay is just not jittered.
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    u16::from_le_bytes(b)
+}
+
 /// The heartbeat body for the agents connected now, cut to the manager's limits.
 /// Agents whose id the manager would refuse are left out (logged at debug).
 pub fn report(agents: &[AgentView]) -> HeartbeatRequest {
@@ -235,7 +249,7 @@ impl ManagerLink {
                 backoff.reset();
                 interval
             } else {
-                backoff.next_delay()
+                jittered(backoff.next_delay(), random_u16())
             };
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -486,5 +500,9 @@ mod tests {
             fast.next_delay();
         }
         assert_eq!(fast.next_delay(), Duration::from_millis(1200));
+        let d = Duration::from_secs(10);
+        assert_eq!(jittered(d, 0), Duration::from_secs(8));
+        assert_eq!(jittered(d, u16::MAX), Duration::from_secs(12));
+        assert_eq!(jittered(d, u16::MAX / 2).as_millis(), 9999);
     }
 }
