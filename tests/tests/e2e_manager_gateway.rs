@@ -23,6 +23,15 @@ const OK: &str = "outband_gateway_manager_heartbeats_total{result=\"ok\"}";
 const ERR: &str = "outband_gateway_manager_heartbeats_total{result=\"error\"}";
 
 fn managed_gateway(ctx: &TestContext, mgr: &Manager, credential: &str) -> anyhow::Result<Gateway> {
+    managed_gateway_every(ctx, mgr, credential, 300)
+}
+
+fn managed_gateway_every(
+    ctx: &TestContext,
+    mgr: &Manager,
+    credential: &str,
+    heartbeat_ms: u64,
+) -> anyhow::Result<Gateway> {
     let cred_file = ctx.path().join("registration-credential");
     std::fs::write(&cred_file, format!("{credential}\n"))?;
     Gateway::start(
@@ -34,7 +43,7 @@ fn managed_gateway(ctx: &TestContext, mgr: &Manager, credential: &str) -> anyhow
                 "--registration-credential-file".into(),
                 cred_file.display().to_string(),
                 "--manager-heartbeat-interval-ms".into(),
-                "300".into(),
+                heartbeat_ms.to_string(),
                 "--manager-timeout-ms".into(),
                 "2000".into(),
             ],
@@ -381,6 +390,47 @@ fn replaced_token_is_logged_retried_and_replaced_by_a_new_credential() {
             ctx.path().join("gateway").join("manager-token.json"),
         )?)?;
         anyhow::ensure!(stored["gateway_id"] == gw_id.as_str(), "{stored}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_new_agent_is_reported_before_the_next_interval() {
+    TestContext::run("manager_gateway_prompt_report", |ctx| {
+        let mgr = Manager::start_with_admin(ctx, "manager", ADMIN, ADMIN_PW)?;
+        let admin = mgr.login(ADMIN, ADMIN_PW)?;
+        let (_, credential) = create_gateway(&mgr, &admin, "gw-slow")?;
+        // One heartbeat a minute: only the registry's change signal can report the
+        // agent within the wait below.
+        let gw = managed_gateway_every(ctx, &mgr, &credential, 60_000)?;
+        wait_until("the first heartbeat", T, || metric(&gw, OK) >= 1.0)?;
+        let _agent = Agent::start(
+            ctx,
+            "agent",
+            gw.agent_addr(),
+            gw.ca_file(),
+            &AgentOptions::default(),
+        )?;
+        let id = gw.wait_first_agent(T)?;
+        let code = gw.wait_agent(&id, T)?["pairing_code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let started = std::time::Instant::now();
+        wait_until(
+            "the agent pending in the manager",
+            Duration::from_secs(15),
+            || {
+                mgr.call(
+                    "POST",
+                    "/api/v1/agents/lookup",
+                    Some(&admin),
+                    Some(&json!({ "pairing_code": code })),
+                )
+                .is_ok_and(|(_, v)| v["agents"].to_string().contains(&id))
+            },
+        )?;
+        eprintln!("agent reported {:?} after it was listed", started.elapsed());
         Ok(())
     });
 }

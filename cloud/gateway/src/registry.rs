@@ -137,6 +137,7 @@ pub struct Registry {
     next_conn: AtomicU64,
     metrics: Arc<Metrics>,
     open_timeout: Duration,
+    changed: tokio::sync::Notify,
 }
 
 impl Registry {
@@ -152,7 +153,16 @@ impl Registry {
             next_conn: AtomicU64::new(1),
             metrics,
             open_timeout,
+            changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Signalled when an agent connects, disconnects or sends an inventory report (one
+    /// stored permit: a change while nobody waits wakes the next waiter at once). The
+    /// manager link waits on it to report new agents without waiting for the next
+    /// heartbeat.
+    pub fn changed(&self) -> &tokio::sync::Notify {
+        &self.changed
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
@@ -181,6 +191,7 @@ impl Registry {
             );
             old.tunnel.close("replaced by a new connection");
         }
+        self.changed.notify_one();
         conn_id
     }
 
@@ -189,6 +200,7 @@ impl Registry {
         let mut agents = self.lock();
         if agents.get(agent_id).is_some_and(|e| e.conn_id == conn_id) {
             agents.remove(agent_id);
+            self.changed.notify_one();
             true
         } else {
             false
@@ -206,6 +218,7 @@ impl Registry {
             .filter(|e| e.conn_id == conn_id)
         {
             e.inventory = Some(report);
+            self.changed.notify_one();
         }
     }
 

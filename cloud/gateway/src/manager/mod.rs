@@ -5,7 +5,9 @@
 //!   one-time registration credential and store the token (`manager-token.json`,
 //!   0600); later starts reuse it.
 //! - Every heartbeat interval, report the connected agents (id, pairing code,
-//!   inventory endpoints), then poll the revocation feed into [`Revocations`].
+//!   inventory endpoints), then poll the revocation feed into [`Revocations`]. A
+//!   change in the registry (agent connected, gone, new inventory) brings the next
+//!   heartbeat forward, at most one per min(interval, 1 s).
 //! - Failures never stop the gateway: they are logged, counted
 //!   (`outband_gateway_manager_heartbeats_total{result="error"}`), shown by
 //!   `GET /api/v1/manager`, and retried with exponential backoff.
@@ -245,15 +247,28 @@ impl ManagerLink {
                 );
                 return;
             }
-            let delay = if ok {
+            if ok {
                 backoff.reset();
-                interval
+                // The next heartbeat after the interval, or sooner when agents come,
+                // go or report inventory (but at most one per min(interval, 1 s)).
+                let started = tokio::time::Instant::now();
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = registry.changed().notified() => {
+                        let gap = interval.min(Duration::from_secs(1));
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep_until(started + gap) => {}
+                        }
+                    }
+                }
             } else {
-                jittered(backoff.next_delay(), random_u16())
-            };
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
+                let delay = jittered(backoff.next_delay(), random_u16());
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
             }
         }
     }
