@@ -190,10 +190,20 @@ impl Agent {
     }
 
     async fn hello(&self, io: &mut TlsStream<TcpStream>) -> Result<pb::HelloAck, ConnectError> {
-        let hello = handshake::hello(
+        let mut caps = vec![
+            handshake::CAP_TCP_RELAY,
+            handshake::CAP_VNC_CONSOLE,
+            handshake::CAP_SERIAL_CONSOLE,
+            handshake::CAP_BMC_REQUESTS,
+        ];
+        if self.config.discovery.is_some() {
+            caps.push(handshake::CAP_DISCOVERY);
+        }
+        let hello = handshake::hello_with(
             crate::VERSION,
             self.identity.pairing_code(),
             self.config.window,
+            &caps,
         );
         outband_tunnel::write_frame(io, &hello, DEFAULT_MAX_FRAME_LEN)
             .await

@@ -8,14 +8,38 @@ use crate::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 
 /// Capability: the agent relays raw TCP streams.
 pub const CAP_TCP_RELAY: &str = "tcp-relay";
+/// Capability: `StreamKind::VNC` streams (the agent does the BMC's RFB login).
+pub const CAP_VNC_CONSOLE: &str = "vnc-console";
+/// Capability: `StreamKind::SERIAL` streams (IPMI SOL, WebSocket serial).
+pub const CAP_SERIAL_CONSOLE: &str = "serial-console";
+/// Capability: power, BMC identity and boot device requests (IPMI, Redfish).
+pub const CAP_BMC_REQUESTS: &str = "bmc-requests";
+/// Capability: the agent reports BMCs it discovered in its inventory.
+pub const CAP_DISCOVERY: &str = "discovery";
 
-/// Builds the agent's hello.
+/// Builds a hello that advertises only the raw TCP relay (the minimal agent, as
+/// test doubles are).
 pub fn hello(agent_version: &str, pairing_code: &str, initial_window: u32) -> Frame {
+    hello_with(
+        agent_version,
+        pairing_code,
+        initial_window,
+        &[CAP_TCP_RELAY],
+    )
+}
+
+/// Builds the agent's hello with its capabilities.
+pub fn hello_with(
+    agent_version: &str,
+    pairing_code: &str,
+    initial_window: u32,
+    capabilities: &[&str],
+) -> Frame {
     Frame {
         kind: Some(frame::Kind::Hello(pb::Hello {
             min_version: MIN_PROTOCOL_VERSION,
             max_version: PROTOCOL_VERSION,
-            capabilities: vec![CAP_TCP_RELAY.to_owned()],
+            capabilities: capabilities.iter().map(|c| (*c).to_owned()).collect(),
             agent_version: agent_version.to_owned(),
             pairing_code: pairing_code.to_owned(),
             initial_window,

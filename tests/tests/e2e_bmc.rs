@@ -330,6 +330,19 @@ fn discovery_reports_bmcs_to_the_gateway() {
         };
         let agent = Agent::start(ctx, "agent", gw.agent_addr(), gw.ca_file(), &opts)?;
         let agent_id = gw.wait_first_agent(T)?;
+        let caps = gw.agent(&agent_id)?.context("agent entry")?["capabilities"].clone();
+        for cap in [
+            "tcp-relay",
+            "vnc-console",
+            "serial-console",
+            "bmc-requests",
+            "discovery",
+        ] {
+            assert!(
+                caps.as_array().is_some_and(|c| c.iter().any(|v| v == cap)),
+                "{cap} missing from {caps}"
+            );
+        }
         let ipmi_url = format!("ipmi://127.0.0.1:{}", sim.port());
         let redfish_url = format!("https://127.0.0.1:{}", sushy.port());
         let inventory = outband_e2e::wait::wait_for("discovered endpoints", T, || {
