@@ -108,9 +108,52 @@ struct Call {
     auth: pb::BmcAuth,
 }
 
+/// Longest BMC user name accepted (IPMI allows 16 bytes, Redfish services a few dozen).
+pub const MAX_USERNAME: usize = 64;
+/// Longest BMC password accepted (IPMI 2.0 allows 20 bytes).
+pub const MAX_PASSWORD: usize = 256;
+/// Most IPMI cipher suites a request may list.
+pub const MAX_SUITES: usize = 8;
+
+/// Checks the shape of credentials before anything uses them: bounded sizes, a pin
+/// that is a SHA-256 or nothing.
+pub fn check_auth(auth: &pb::BmcAuth) -> Result<(), Failure> {
+    if auth.username.len() > MAX_USERNAME {
+        return Err(Failure::new(
+            "bad_request",
+            format!("BMC user name longer than {MAX_USERNAME} bytes"),
+        ));
+    }
+    if auth.password.len() > MAX_PASSWORD {
+        return Err(Failure::new(
+            "bad_request",
+            format!("BMC password longer than {MAX_PASSWORD} bytes"),
+        ));
+    }
+    if !matches!(auth.cert_sha256.len(), 0 | 32) {
+        return Err(Failure::new(
+            "bad_request",
+            format!(
+                "cert_sha256 has {} bytes; a SHA-256 fingerprint has 32",
+                auth.cert_sha256.len()
+            ),
+        ));
+    }
+    if auth.ipmi_cipher_suites.len() > MAX_SUITES
+        || auth.ipmi_cipher_suites.iter().any(|&s| s > 255)
+    {
+        return Err(Failure::new(
+            "bad_request",
+            format!("ipmi_cipher_suites must list at most {MAX_SUITES} suite ids (0..=255)"),
+        ));
+    }
+    Ok(())
+}
+
 fn call(endpoint: &str, auth: Option<pb::BmcAuth>, ctx: &RelayContext) -> Result<Call, Failure> {
     let target = allowed_endpoint(endpoint, ctx)?;
     let auth = auth.unwrap_or_default();
+    check_auth(&auth)?;
     if auth.username.is_empty() {
         return Err(Failure::new(
             "bad_request",
@@ -468,4 +511,84 @@ fn redfish_boot(
         };
         Ok((device, enabled.as_deref() == Some("Continuous")))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::AllowList;
+
+    fn ctx() -> RelayContext {
+        RelayContext::new(
+            AllowList::new(vec![Target::parse("ipmi://10.0.0.5").unwrap()]),
+            Duration::from_millis(100),
+        )
+    }
+
+    fn auth() -> pb::BmcAuth {
+        pb::BmcAuth {
+            username: "admin".into(),
+            password: "password".into(),
+            cert_sha256: Default::default(),
+            ipmi_cipher_suites: vec![3],
+        }
+    }
+
+    #[test]
+    fn hostile_credentials_are_refused_before_any_use() {
+        assert!(check_auth(&auth()).is_ok());
+        let mut a = auth();
+        a.password = "x".repeat(MAX_PASSWORD + 1);
+        assert_eq!(check_auth(&a).unwrap_err().code, "bad_request");
+        let mut a = auth();
+        a.username = "u".repeat(100_000);
+        assert_eq!(check_auth(&a).unwrap_err().code, "bad_request");
+        let mut a = auth();
+        a.cert_sha256 = vec![1; 31].into();
+        assert_eq!(check_auth(&a).unwrap_err().code, "bad_request");
+        let mut a = auth();
+        a.ipmi_cipher_suites = vec![3; 9];
+        assert_eq!(check_auth(&a).unwrap_err().code, "bad_request");
+        let mut a = auth();
+        a.ipmi_cipher_suites = vec![1000];
+        assert_eq!(check_auth(&a).unwrap_err().code, "bad_request");
+    }
+
+    #[test]
+    fn requests_are_checked_against_the_allow_list_and_scheme() {
+        let c = ctx();
+        let status = |endpoint: &str, auth: Option<pb::BmcAuth>| {
+            request::Body::Power(pb::PowerRequest {
+                endpoint: endpoint.into(),
+                auth,
+                action: pb::PowerAction::Status as i32,
+            })
+        };
+        let code = |body| match smol::block_on(answer(body, &c)) {
+            reply::Body::Error(e) => e.code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code(status("ipmi://10.0.0.6", Some(auth()))), "forbidden");
+        assert_eq!(code(status("ssh://10.0.0.5", Some(auth()))), "bad_request");
+        assert_eq!(code(status("ipmi://10.0.0.5", None)), "bad_request");
+        let no_action = request::Body::Power(pb::PowerRequest {
+            endpoint: "ipmi://10.0.0.5".into(),
+            auth: Some(auth()),
+            action: 0,
+        });
+        assert_eq!(code(no_action), "bad_request");
+        // A plain TCP endpoint on the allow-list is allowed, but it names no protocol.
+        let c2 = RelayContext::new(
+            AllowList::new(vec![Target::parse("10.0.0.5:623").unwrap()]),
+            Duration::from_millis(100),
+        );
+        let body = status("10.0.0.5:623", Some(auth()));
+        match smol::block_on(answer(body, &c2)) {
+            reply::Body::Error(e) => {
+                assert_eq!(e.code, "bad_request");
+                assert!(e.message.contains("ipmi://"), "{}", e.message);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -43,6 +43,9 @@ fn pin(auth: &pb::BmcAuth) -> Option<[u8; 32]> {
 pub async fn vnc(mut pending: PendingStream, target: Target, ctx: Arc<RelayContext>) {
     let id = pending.id();
     let auth = pending.take_auth().unwrap_or_default();
+    if let Err(f) = bmc::check_auth(&auth) {
+        return refuse(pending, &f);
+    }
     let url = match target.scheme {
         Scheme::Tcp => format!("vnc://{}", target.key()),
         _ => target.to_string(),
@@ -82,6 +85,9 @@ pub async fn vnc(mut pending: PendingStream, target: Target, ctx: Arc<RelayConte
 pub async fn serial(mut pending: PendingStream, target: Target, ctx: Arc<RelayContext>) {
     let id = pending.id();
     let auth = pending.take_auth().unwrap_or_default();
+    if let Err(f) = bmc::check_auth(&auth) {
+        return refuse(pending, &f);
+    }
     let started = Instant::now();
     match target.scheme {
         Scheme::Ipmi => {
