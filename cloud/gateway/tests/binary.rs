@@ -131,3 +131,15 @@ fn bad_config_exits_with_a_clear_error() {
     assert!(stderr.contains("parsing config file"), "{stderr}");
     assert!(stderr.contains("windw"), "{stderr}");
 }
+
+#[test]
+fn a_plain_http_manager_url_to_another_host_is_refused_at_startup() {
+    let out = Command::new(BIN)
+        .args(["--manager-url", "http://manager.example:8090"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("manager_url"), "{stderr}");
+    assert!(stderr.contains("use https"), "{stderr}");
+}
