@@ -129,7 +129,17 @@ pub async fn serial(mut pending: PendingStream, target: Target, ctx: Arc<RelayCo
                 }
             };
             tracing::info!("stream {id}: IPMI SOL console on {target}");
-            match sol.relay(stream).await {
+            let (tx, rx) = smol::channel::bounded(1);
+            ctx.serial_breaks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, tx);
+            let res = sol.relay_with_breaks(stream, Some(rx)).await;
+            ctx.serial_breaks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            match res {
                 Ok(()) => tracing::info!(
                     "stream {id}: SOL console closed after {:.1?}",
                     started.elapsed()

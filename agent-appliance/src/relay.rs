@@ -5,6 +5,7 @@
 //! the endpoint is on the allow-list. Nothing else makes it connect anywhere (no
 //! reachability probes either: the inventory reports `reachable = false`).
 
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncRead, AsyncWrite};
 use outband_proto::pb::{
     AgentInfoReply, CloseCode, Endpoint, EndpointSource, ErrorReply, InventoryReport, RefuseCode,
-    StreamKind, reply, request,
+    SerialBreakReply, StreamKind, reply, request,
 };
 use outband_tunnel::{Incoming, PendingStream, Stream, Tunnel};
 use smol::channel::{Receiver, Sender};
@@ -43,6 +44,8 @@ pub struct RelayContext {
     /// Signalled (coalesced) when `discovered` changed, so the live connection sends
     /// a fresh inventory report.
     pub inventory_changed: (Sender<()>, Receiver<()>),
+    /// Open IPMI SOL streams by stream id: where a serial break request goes.
+    pub serial_breaks: Mutex<HashMap<u32, Sender<()>>>,
 }
 
 impl RelayContext {
@@ -55,6 +58,24 @@ impl RelayContext {
             bmc_requests: AtomicUsize::new(0),
             discovered: Mutex::new(Vec::new()),
             inventory_changed: smol::channel::bounded(1),
+            serial_breaks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends a break on the SOL stream `stream_id`.
+    pub fn serial_break(&self, stream_id: u32) -> Result<(), (&'static str, String)> {
+        let breaks = self.serial_breaks.lock().unwrap_or_else(|e| e.into_inner());
+        match breaks.get(&stream_id) {
+            // A full queue already holds a break nobody has sent yet: one is enough.
+            Some(tx) => {
+                let _ = tx.try_send(());
+                tracing::info!("stream {stream_id}: SOL break requested");
+                Ok(())
+            }
+            None => Err((
+                "not_found",
+                format!("stream {stream_id} is not an open IPMI SOL console"),
+            )),
         }
     }
 
@@ -151,6 +172,13 @@ pub async fn serve_incoming(tunnel: Tunnel, ctx: Arc<RelayContext>, addresses: V
 
 fn answer(body: Option<request::Body>, ctx: &RelayContext, addresses: &[String]) -> reply::Body {
     match body {
+        Some(request::Body::SerialBreak(b)) => match ctx.serial_break(b.stream_id) {
+            Ok(()) => reply::Body::SerialBreak(SerialBreakReply {}),
+            Err((code, message)) => reply::Body::Error(ErrorReply {
+                code: code.into(),
+                message,
+            }),
+        },
         Some(request::Body::AgentInfo(_)) => reply::Body::AgentInfo(AgentInfoReply {
             agent_version: crate::VERSION.to_owned(),
             uptime_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),

@@ -446,6 +446,26 @@ fn request_and_reply_boot_device() {
 }
 
 #[test]
+fn request_and_reply_serial_break() {
+    golden(
+        frame(Kind::Request(pb::Request {
+            request_id: 12,
+            body: Some(pb::request::Body::SerialBreak(pb::SerialBreakRequest {
+                stream_id: 5,
+            })),
+        })),
+        "00000008 5206080c32020805",
+    );
+    golden(
+        frame(Kind::Reply(pb::Reply {
+            request_id: 12,
+            body: Some(pb::reply::Body::SerialBreak(pb::SerialBreakReply {})),
+        })),
+        "00000006 5a04080c3a00",
+    );
+}
+
+#[test]
 fn inventory_with_discovery() {
     golden(
         frame(Kind::Inventory(pb::InventoryReport {

@@ -301,6 +301,29 @@ fn sol_console_through_the_tunnel() {
                 Err(_) => {}
             }
         }
+
+        // A serial break through the gateway API reaches the open SOL session, which
+        // keeps working afterwards.
+        let id = relay.relay_id.to_string();
+        let (status, body) =
+            s.gw.post_json(&format!("/api/v1/relays/{id}/break"), &json!({}))?;
+        assert_eq!((status, &body["streams"]), (200, &json!(1)), "{body}");
+        outband_e2e::wait::wait_until("the agent to log the break", T, || {
+            s._agent.proc().stderr().contains("SOL break")
+        })?;
+        let again = b"still there after the break\r\n";
+        c.write_all(again)?;
+        got.clear();
+        let deadline = Instant::now() + T;
+        while !contains(&got, again) {
+            anyhow::ensure!(Instant::now() < deadline, "no echo after the break");
+            if let Ok(n) = c.read(&mut buf) {
+                anyhow::ensure!(n > 0, "SOL stream closed after the break");
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        let (status, body) = s.gw.post_json("/api/v1/relays/999/break", &json!({}))?;
+        assert_eq!(status, 404, "{body}");
         s.gw.assert_no_panic()
     });
 }

@@ -402,16 +402,33 @@ impl Sol {
 
     /// Relays between SOL and `stream` until either side ends (the stream reaches
     /// EOF or SOL is deactivated), then closes the session.
-    pub async fn relay<S>(mut self, mut stream: S) -> Result<(), Error>
+    pub async fn relay<S>(self, stream: S) -> Result<(), Error>
     where
         S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin,
     {
-        let r = self.relay_inner(&mut stream).await;
+        self.relay_with_breaks(stream, None).await
+    }
+
+    /// [`Sol::relay`], also sending a serial break each time `breaks` yields (a
+    /// closed channel just stops asking).
+    pub async fn relay_with_breaks<S>(
+        mut self,
+        mut stream: S,
+        breaks: Option<smol::channel::Receiver<()>>,
+    ) -> Result<(), Error>
+    where
+        S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin,
+    {
+        let r = self.relay_inner(&mut stream, breaks).await;
         let c = self.close().await;
         r.and(c)
     }
 
-    async fn relay_inner<S>(&mut self, stream: &mut S) -> Result<(), Error>
+    async fn relay_inner<S>(
+        &mut self,
+        stream: &mut S,
+        mut breaks: Option<smol::channel::Receiver<()>>,
+    ) -> Result<(), Error>
     where
         S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin,
     {
@@ -449,7 +466,9 @@ impl Sol {
             enum Ev {
                 Net(Wake),
                 Input(std::io::Result<usize>),
+                Break(bool),
             }
+            let break_rx = breaks.clone();
             let sock = &self.session.sock;
             let ev = future::or(
                 async {
@@ -463,13 +482,21 @@ impl Sol {
                         Timer::at(deadline).await;
                         Ev::Net(Wake::Timer)
                     },
-                    async {
-                        if room {
-                            Ev::Input(stream.read(&mut inbuf).await)
-                        } else {
-                            future::pending().await
-                        }
-                    },
+                    future::or(
+                        async {
+                            if room {
+                                Ev::Input(stream.read(&mut inbuf).await)
+                            } else {
+                                future::pending().await
+                            }
+                        },
+                        async {
+                            match &break_rx {
+                                Some(rx) => Ev::Break(rx.recv().await.is_ok()),
+                                None => future::pending().await,
+                            }
+                        },
+                    ),
                 ),
             )
             .await;
@@ -482,6 +509,8 @@ impl Sol {
                 Ev::Input(Err(e)) => {
                     return Err(Error::protocol(format!("SOL relay: read from stream: {e}")));
                 }
+                Ev::Break(true) => self.state()?.send_break(),
+                Ev::Break(false) => breaks = None,
             }
         }
     }

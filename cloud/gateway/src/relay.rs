@@ -1,12 +1,12 @@
 //! TCP relays: a loopback listener whose every connection becomes a stream to one
 //! agent and target, with bytes copied both ways and half-closes passed on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use outband_proto::pb::{BmcAuth, StreamKind};
+use outband_proto::pb::{self, BmcAuth, StreamKind};
 use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::compat::FuturesAsyncReadCompatExt;
@@ -37,6 +37,38 @@ pub struct RelayInfo {
     pub listen: String,
 }
 
+/// How long the agent has to confirm a serial break.
+const BREAK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why a break was not sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BreakError {
+    /// No relay with that id.
+    #[error("no such relay")]
+    NoRelay,
+    /// The relay is not a serial console.
+    #[error("breaks go to serial relays only")]
+    NotSerial,
+    /// Nobody is connected to the relay.
+    #[error("the relay has no open console connection")]
+    NoStreams,
+    /// The agent refused or did not answer.
+    #[error("the agent did not send the break: {0}")]
+    Agent(String),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
 /// What a relay opens for each client connection.
 #[derive(Debug, Clone)]
 pub struct RelaySpec {
@@ -64,12 +96,15 @@ pub fn kind_name(kind: StreamKind) -> &'static str {
 struct Relay {
     info: RelayInfo,
     cancel: CancellationToken,
+    streams: Arc<Mutex<HashSet<u32>>>,
 }
 
 #[derive(Debug)]
 struct Conn {
     relay_id: u64,
     spec: Arc<RelaySpec>,
+    /// Ids of this relay's open streams.
+    streams: Arc<Mutex<HashSet<u32>>>,
 }
 
 /// All relays.
@@ -116,11 +151,13 @@ impl Relays {
             listen: listen.to_string(),
         };
         let cancel = self.shutdown.child_token();
+        let streams = Arc::new(Mutex::new(HashSet::new()));
         self.lock().insert(
             relay_id,
             Relay {
                 info: info.clone(),
                 cancel: cancel.clone(),
+                streams: streams.clone(),
             },
         );
         tracing::info!(relay_id, agent_id = %spec.agent_id, kind = info.kind, target = %spec.target, listen = %listen, "relay created");
@@ -129,12 +166,54 @@ impl Relays {
             Conn {
                 relay_id,
                 spec: Arc::new(spec),
+                streams,
             },
             cancel,
             self.registry.clone(),
             self.metrics.clone(),
         ));
         Ok(info)
+    }
+
+    /// Sends a serial break on every open stream of a `serial` relay; returns how many
+    /// streams got one.
+    pub async fn send_break(&self, relay_id: u64) -> Result<usize, BreakError> {
+        let (agent_id, ids) = {
+            let relays = self.lock();
+            let r = relays.get(&relay_id).ok_or(BreakError::NoRelay)?;
+            if r.info.kind != kind_name(StreamKind::Serial) {
+                return Err(BreakError::NotSerial);
+            }
+            let ids: Vec<u32> = lock(&r.streams).iter().copied().collect();
+            (r.info.agent_id.clone(), ids)
+        };
+        if ids.is_empty() {
+            return Err(BreakError::NoStreams);
+        }
+        let tunnel = self
+            .registry
+            .tunnel(&agent_id)
+            .ok_or(BreakError::Agent("the agent is not connected".into()))?;
+        let mut sent = 0;
+        for stream_id in ids {
+            let req = pb::request::Body::SerialBreak(pb::SerialBreakRequest { stream_id });
+            match tokio::time::timeout(BREAK_TIMEOUT, tunnel.request(req)).await {
+                Ok(Ok(pb::Reply {
+                    body: Some(pb::reply::Body::SerialBreak(_)),
+                    ..
+                })) => sent += 1,
+                Ok(Ok(other)) => {
+                    let why = match other.body {
+                        Some(pb::reply::Body::Error(e)) => format!("{}: {}", e.code, e.message),
+                        _ => "an unexpected reply".into(),
+                    };
+                    return Err(BreakError::Agent(why));
+                }
+                Ok(Err(e)) => return Err(BreakError::Agent(e.to_string())),
+                Err(_) => return Err(BreakError::Agent("no answer within 5 s".into())),
+            }
+        }
+        Ok(sent)
     }
 
     /// Stops a relay and its connections. False if there is no such relay.
@@ -193,6 +272,7 @@ async fn accept_loop(
             Conn {
                 relay_id: info.relay_id,
                 spec: info.spec.clone(),
+                streams: info.streams.clone(),
             },
             cancel.clone(),
             registry.clone(),
@@ -228,6 +308,10 @@ async fn relay_connection(
         }
     };
     let stream_id = stream.id();
+    lock(&info.streams).insert(stream_id);
+    let _registered = OnDrop(|| {
+        lock(&info.streams).remove(&stream_id);
+    });
     let mut stream = stream.compat();
     tracing::debug!(relay_id = info.relay_id, stream_id, client = %client, "relay connection open");
     // copy_bidirectional shuts down each writer when its reader hits EOF: a TCP EOF

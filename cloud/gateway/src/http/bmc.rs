@@ -424,6 +424,7 @@ fn unexpected(b: &reply::Body) -> ApiError {
         reply::Body::Power(_) => "power",
         reply::Body::BmcInfo(_) => "bmc_info",
         reply::Body::BootDevice(_) => "boot_device",
+        reply::Body::SerialBreak(_) => "serial_break",
     };
     ApiError::refused(
         StatusCode::BAD_GATEWAY,

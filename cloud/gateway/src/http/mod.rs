@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/agents/{id}/boot-device", post(bmc::boot_device))
         .route("/api/v1/relays", get(list_relays).post(create_relay))
         .route("/api/v1/relays/{id}", delete(delete_relay))
+        .route("/api/v1/relays/{id}/break", post(relay_break))
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(axum::middleware::from_fn(loopback_host_only))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -253,6 +254,31 @@ async fn create_relay(
         .await
         .map_err(|e| ApiError::internal(format!("binding relay listener: {e}")))?;
     Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// `POST /api/v1/relays/{id}/break`: a serial break on the relay's open consoles.
+async fn relay_break(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use crate::relay::BreakError;
+    let relay_id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("relay id {id:?} is not a number")))?;
+    match s.relays.send_break(relay_id).await {
+        Ok(n) => Ok(Json(json!({ "streams": n }))),
+        Err(e @ BreakError::NoRelay) => Err(ApiError::not_found("relay_not_found", e.to_string())),
+        Err(e @ (BreakError::NotSerial | BreakError::NoStreams)) => Err(ApiError::refused(
+            StatusCode::CONFLICT,
+            "no_serial_console",
+            e.to_string(),
+        )),
+        Err(e @ BreakError::Agent(_)) => Err(ApiError::refused(
+            StatusCode::BAD_GATEWAY,
+            "agent_error",
+            e.to_string(),
+        )),
+    }
 }
 
 async fn delete_relay(
