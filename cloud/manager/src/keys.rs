@@ -7,8 +7,9 @@
 //! token with a `kid` the cache lacks but the database holds forces a reload, so a key
 //! rotated on another replica is accepted at once.
 //!
-//! Not yet: private keys are stored unencrypted (PKCS#8 in `signing_keys`); encrypting
-//! them with a key from configuration comes with the credential AEAD key.
+//! Private keys are stored sealed with the credential key file (AES-256-GCM bound to
+//! the `kid`, [`CredentialKeys::seal_signing_key`]): the database alone cannot sign
+//! tokens. Rows from before sealing existed are sealed on first load.
 
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +18,7 @@ use outband_api::jwks::{Jwk, Jwks};
 
 use crate::ids::Clock;
 use crate::jwt::{self, Claims, Expect, SigningKey, TokenError};
+use crate::secrets::CredentialKeys;
 use crate::store::keys::KeyRow;
 use crate::store::{Store, StoreError};
 
@@ -75,6 +77,15 @@ pub enum KeyError {
         /// Which key.
         kid: String,
     },
+    /// A stored key does not open with the credential key file.
+    #[error("stored signing key {kid} does not open with the credential key file")]
+    Sealed {
+        /// Which key.
+        kid: String,
+        /// Why.
+        #[source]
+        source: crate::secrets::SecretError,
+    },
     /// There is no key to sign with.
     #[error("no signing key is active")]
     NoSigner,
@@ -91,16 +102,53 @@ struct Cached {
 pub struct Keys {
     store: Store,
     clock: Clock,
+    sealing: Arc<CredentialKeys>,
     cache: Mutex<Option<Cached>>,
 }
 
 impl Keys {
-    /// A key manager over `store`.
-    pub fn new(store: Store, clock: Clock) -> Keys {
+    /// A key manager over `store`; private keys are sealed with `sealing`.
+    pub fn new(store: Store, clock: Clock, sealing: Arc<CredentialKeys>) -> Keys {
         Keys {
             store,
             clock,
+            sealing,
             cache: Mutex::new(None),
+        }
+    }
+
+    fn new_row(&self, now: i64) -> KeyRow {
+        let (kid, private_key, public_key) = jwt::generate_key();
+        let private_key = zeroize::Zeroizing::new(private_key);
+        let (key_id, sealed) = self.sealing.seal_signing_key(&kid, &private_key);
+        KeyRow {
+            kid,
+            private_key: sealed,
+            sealed_with: Some(key_id),
+            public_key,
+            created_at: now,
+            not_before: now,
+            expires_at: None,
+        }
+    }
+
+    /// The PKCS#8 of a stored key; a legacy plaintext row is sealed in the database.
+    async fn private_key(&self, row: &KeyRow) -> Result<zeroize::Zeroizing<Vec<u8>>, KeyError> {
+        match &row.sealed_with {
+            Some(key_id) => self
+                .sealing
+                .open_signing_key(&row.kid, key_id, &row.private_key)
+                .map_err(|source| KeyError::Sealed {
+                    kid: row.kid.clone(),
+                    source,
+                }),
+            None => {
+                let (key_id, sealed) = self.sealing.seal_signing_key(&row.kid, &row.private_key);
+                self.store
+                    .seal_legacy_key(&row.kid, &key_id, &sealed)
+                    .await?;
+                Ok(zeroize::Zeroizing::new(row.private_key.clone()))
+            }
         }
     }
 
@@ -110,7 +158,7 @@ impl Keys {
         if !self.store.live_keys(now).await?.is_empty() {
             return Ok(());
         }
-        self.store.insert_key(&new_row(now)).await?;
+        self.store.insert_key(&self.new_row(now)).await?;
         self.invalidate();
         Ok(())
     }
@@ -119,7 +167,7 @@ impl Keys {
     /// new key id and the old keys' end.
     pub async fn rotate(&self, overlap_secs: i64) -> Result<(String, i64), KeyError> {
         let now = self.clock.now();
-        let row = new_row(now);
+        let row = self.new_row(now);
         let until = now + overlap_secs;
         self.store.rotate_keys(&row, until, now).await?;
         self.invalidate();
@@ -148,11 +196,11 @@ impl Keys {
         let rows = self.store.live_keys(now_ms / 1000).await?;
         let mut keys = Vec::with_capacity(rows.len());
         for row in rows {
-            let key = SigningKey::from_pkcs8(row.kid.clone(), &row.private_key).map_err(|_| {
-                KeyError::Corrupt {
+            let pkcs8 = self.private_key(&row).await?;
+            let key =
+                SigningKey::from_pkcs8(row.kid.clone(), &pkcs8).map_err(|_| KeyError::Corrupt {
                     kid: row.kid.clone(),
-                }
-            })?;
+                })?;
             keys.push(LiveKey {
                 key,
                 not_before: row.not_before,
@@ -230,17 +278,5 @@ impl Keys {
                 })
                 .collect(),
         })
-    }
-}
-
-fn new_row(now: i64) -> KeyRow {
-    let (kid, private_key, public_key) = jwt::generate_key();
-    KeyRow {
-        kid,
-        private_key,
-        public_key,
-        created_at: now,
-        not_before: now,
-        expires_at: None,
     }
 }

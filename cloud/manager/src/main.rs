@@ -98,8 +98,15 @@ async fn admin_create(
 }
 
 async fn rotate(cli: &Cli, overlap: std::time::Duration) -> anyhow::Result<()> {
+    let path = cli.config().credential_key_file;
+    let sealing = outband_manager::secrets::CredentialKeys::load_or_create(&path)
+        .with_context(|| format!("credential key file {}", path.display()))?;
     let store = outband_manager::open_store(&cli.db.database()).await?;
-    let keys = Keys::new(store.clone(), Clock::default());
+    let keys = Keys::new(
+        store.clone(),
+        Clock::default(),
+        std::sync::Arc::new(sealing),
+    );
     let (kid, until) = keys.rotate(overlap.as_secs() as i64).await?;
     store.close().await;
     println!("new signing key {kid}; previous keys verify until unix time {until}");
@@ -113,9 +120,10 @@ async fn rewrap(cli: &Cli) -> anyhow::Result<()> {
     let keys = outband_manager::secrets::CredentialKeys::parse(&text, &path)?;
     let store = outband_manager::open_store(&cli.db.database()).await?;
     let n = outband_manager::secrets::rewrap_all(&store, &keys).await?;
+    let k = outband_manager::secrets::rewrap_signing_keys(&store, &keys).await?;
     store.close().await;
     println!(
-        "re-encrypted {n} credentials under key {}",
+        "re-encrypted {n} credentials and {k} signing keys under key {}",
         keys.key_ids()[0]
     );
     Ok(())

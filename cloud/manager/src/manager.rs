@@ -38,8 +38,8 @@ pub struct Manager {
     pub metrics: Metrics,
     /// Settings.
     pub config: Config,
-    /// Keys sealing BMC credentials at rest.
-    pub credential_keys: CredentialKeys,
+    /// Keys sealing BMC credentials and signing keys at rest.
+    pub credential_keys: Arc<CredentialKeys>,
 }
 
 impl Manager {
@@ -47,10 +47,11 @@ impl Manager {
     /// creates the credential key file).
     pub fn new(store: Store, config: Config, clock: Clock) -> Result<Arc<Manager>, ManagerError> {
         let hasher = Hasher::new(config.argon2_concurrency, config.argon2_wait)?;
-        let credential_keys = CredentialKeys::load_or_create(&config.credential_key_file)?;
+        let credential_keys =
+            Arc::new(CredentialKeys::load_or_create(&config.credential_key_file)?);
         Ok(Arc::new(Manager {
+            keys: Keys::new(store.clone(), clock.clone(), credential_keys.clone()),
             credential_keys,
-            keys: Keys::new(store.clone(), clock.clone()),
             store,
             hasher,
             clock,
@@ -59,11 +60,14 @@ impl Manager {
         }))
     }
 
-    /// Refuses to serve when stored credentials are sealed under a key id the key file
-    /// lacks (a lost or wrong `--credential-key-file` must not go unnoticed).
+    /// Refuses to serve when stored credentials or signing keys are sealed under a key
+    /// id the key file lacks (a lost or wrong `--credential-key-file` must not go
+    /// unnoticed).
     pub async fn check_credential_keys(&self) -> Result<(), ManagerError> {
         let known = self.credential_keys.key_ids();
-        for kid in self.store.credential_key_ids().await? {
+        let mut used = self.store.credential_key_ids().await?;
+        used.extend(self.store.signing_key_seal_ids().await?);
+        for kid in used {
             if !known.contains(&kid.as_str()) {
                 return Err(SecretError::UnknownKey(kid).into());
             }

@@ -119,6 +119,14 @@ fn aad(server_id: &str, key_id: &str) -> Vec<u8> {
     a
 }
 
+fn signing_aad(kid: &str, key_id: &str) -> Vec<u8> {
+    let mut a = b"outband signing key v1\0".to_vec();
+    a.extend_from_slice(kid.as_bytes());
+    a.push(0);
+    a.extend_from_slice(key_id.as_bytes());
+    a
+}
+
 impl CredentialKeys {
     /// Keys from the text of a key file (see the module docs).
     pub fn parse(text: &str, path: &Path) -> Result<CredentialKeys, SecretError> {
@@ -222,16 +230,39 @@ impl CredentialKeys {
 
     /// Seals `creds` for `server_id`: `(key id, nonce || ciphertext || tag)`.
     pub fn seal(&self, server_id: &str, creds: &Credentials) -> (String, Vec<u8>) {
+        let buf = creds.encode();
+        self.seal_raw(&buf, |key_id| aad(server_id, key_id))
+    }
+
+    /// Seals a JWT signing key (PKCS#8) bound to its `kid`, like credentials.
+    pub fn seal_signing_key(&self, kid: &str, pkcs8: &[u8]) -> (String, Vec<u8>) {
+        self.seal_raw(pkcs8, |key_id| signing_aad(kid, key_id))
+    }
+
+    /// Opens what [`CredentialKeys::seal_signing_key`] produced for the same `kid`.
+    pub fn open_signing_key(
+        &self,
+        kid: &str,
+        key_id: &str,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+        let mut buf = self.open_raw(key_id, sealed, &signing_aad(kid, key_id))?;
+        let len = buf.len() - AES_256_GCM.tag_len();
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    fn seal_raw(&self, plain: &[u8], aad_for: impl Fn(&str) -> Vec<u8>) -> (String, Vec<u8>) {
         let key = &self.keys[0];
         let mut nonce = [0u8; NONCE_LEN];
         self.rng
             .fill(&mut nonce)
             .expect("the OS random source works");
-        let mut buf = creds.encode();
+        let mut buf = Zeroizing::new(plain.to_vec());
         key.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(server_id, &key.id)),
+                Aad::from(aad_for(&key.id)),
                 &mut *buf,
             )
             .expect("AES-GCM seals any input under 64 GiB");
@@ -241,13 +272,13 @@ impl CredentialKeys {
         (key.id.clone(), out)
     }
 
-    /// Opens what [`CredentialKeys::seal`] produced for the same server.
-    pub fn open(
+    /// Decrypts in place; the buffer still ends with the tag's length of garbage.
+    fn open_raw(
         &self,
-        server_id: &str,
         key_id: &str,
         sealed: &[u8],
-    ) -> Result<Credentials, SecretError> {
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, SecretError> {
         let key = self
             .keys
             .iter()
@@ -257,14 +288,25 @@ impl CredentialKeys {
             .split_first_chunk::<NONCE_LEN>()
             .ok_or(SecretError::Corrupt)?;
         let mut buf = Zeroizing::new(ct.to_vec());
-        let plain = key
-            .key
+        key.key
             .open_in_place(
                 Nonce::assume_unique_for_key(*nonce),
-                Aad::from(aad(server_id, key_id)),
+                Aad::from(aad),
                 &mut buf,
             )
             .map_err(|_| SecretError::Corrupt)?;
+        Ok(buf)
+    }
+
+    /// Opens what [`CredentialKeys::seal`] produced for the same server.
+    pub fn open(
+        &self,
+        server_id: &str,
+        key_id: &str,
+        sealed: &[u8],
+    ) -> Result<Credentials, SecretError> {
+        let buf = self.open_raw(key_id, sealed, &aad(server_id, key_id))?;
+        let plain = &buf[..buf.len() - AES_256_GCM.tag_len()];
         Credentials::decode(plain).ok_or(SecretError::Corrupt)
     }
 }
@@ -298,6 +340,31 @@ pub async fn rewrap_all(
             return Ok(done);
         }
     }
+}
+
+/// Re-seals every JWT signing key that is not under the first (encrypting) key, and
+/// seals legacy plaintext rows; returns how many were re-sealed. Like
+/// [`rewrap_all`], safe beside running managers.
+pub async fn rewrap_signing_keys(
+    store: &crate::store::Store,
+    keys: &CredentialKeys,
+) -> Result<usize, RewrapError> {
+    let current = keys.key_ids()[0].to_owned();
+    let mut done = 0;
+    for (kid, sealed_with, stored) in store.signing_keys_not_under(&current).await? {
+        let pkcs8 = match &sealed_with {
+            Some(old) => keys.open_signing_key(&kid, old, &stored)?,
+            None => Zeroizing::new(stored),
+        };
+        let (new_id, sealed) = keys.seal_signing_key(&kid, &pkcs8);
+        if store
+            .reseal_signing_key(&kid, sealed_with.as_deref(), &new_id, &sealed)
+            .await?
+        {
+            done += 1;
+        }
+    }
+    Ok(done)
 }
 
 /// Why re-encryption stopped.

@@ -644,9 +644,16 @@ fn canary_bmc_password_is_not_in_responses_logs_or_the_database_file() {
     let new = outband_manager::secrets::new_key_file();
     std::fs::write(data.join("credential.key"), format!("{new}{old}")).unwrap();
     let (ok, out) = run_cli(d, &["keys", "rewrap-credentials"], "");
-    assert!(ok && out.contains("re-encrypted 1 credentials"), "{out}");
+    // The signing key too: after the old line is dropped, logins still get tokens.
+    assert!(
+        ok && out.contains("re-encrypted 1 credentials and 1 signing keys"),
+        "{out}"
+    );
     let (ok, out) = run_cli(d, &["keys", "rewrap-credentials"], "");
-    assert!(ok && out.contains("re-encrypted 0 credentials"), "{out}");
+    assert!(
+        ok && out.contains("re-encrypted 0 credentials and 0 signing keys"),
+        "{out}"
+    );
     std::fs::write(data.join("credential.key"), &new).unwrap();
     let m = Manager::start(d, "m2", &[]);
     let (_, t) = login(&m, "root@example.com", "binary canary admin pw");

@@ -9,8 +9,11 @@ use super::{Store, StoreError};
 pub struct KeyRow {
     /// Key id (RFC 7638 thumbprint).
     pub kid: String,
-    /// PKCS#8 DER of the Ed25519 private key.
+    /// The Ed25519 private key: PKCS#8 DER sealed under the credential key
+    /// `sealed_with` (plain PKCS#8 only in rows written before sealing existed).
     pub private_key: Vec<u8>,
+    /// The credential key id that sealed `private_key`; `None` for a legacy row.
+    pub sealed_with: Option<String>,
     /// Raw 32-byte Ed25519 public key.
     pub public_key: Vec<u8>,
     /// Unix seconds.
@@ -35,7 +38,7 @@ impl Store {
     /// Keys that still verify at `now`, oldest first.
     pub async fn live_keys(&self, now: i64) -> Result<Vec<KeyRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT kid, private_key, public_key, created_at, not_before, expires_at \
+            "SELECT kid, private_key, sealed_with, public_key, created_at, not_before, expires_at \
              FROM signing_keys WHERE expires_at IS NULL OR expires_at > $1 \
              ORDER BY not_before, created_at, kid",
         )
@@ -47,6 +50,7 @@ impl Store {
                 Ok(KeyRow {
                     kid: row.try_get("kid")?,
                     private_key: row.try_get("private_key")?,
+                    sealed_with: row.try_get("sealed_with")?,
                     public_key: row.try_get("public_key")?,
                     created_at: row.try_get("created_at")?,
                     not_before: row.try_get("not_before")?,
@@ -92,6 +96,101 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a legacy plaintext private key by its sealed form (only if the row is
+    /// still unsealed: another replica may have done it already).
+    pub async fn seal_legacy_key(
+        &self,
+        kid: &str,
+        sealed_with: &str,
+        sealed: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE signing_keys SET private_key = $1, sealed_with = $2 \
+             WHERE kid = $3 AND sealed_with IS NULL",
+        )
+        .bind(sealed)
+        .bind(sealed_with)
+        .bind(kid)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Every stored signing key not sealed under `key_id` (legacy plaintext rows
+    /// included): `(kid, sealed_with, private_key)`.
+    pub async fn signing_keys_not_under(
+        &self,
+        key_id: &str,
+    ) -> Result<Vec<(String, Option<String>, Vec<u8>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, sealed_with, private_key FROM signing_keys \
+             WHERE sealed_with IS NULL OR sealed_with <> $1",
+        )
+        .bind(key_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("kid")?,
+                    r.try_get("sealed_with")?,
+                    r.try_get("private_key")?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Replaces a signing key's sealed form if it is still what was read
+    /// (`old_sealed_with`); false if another process changed it first.
+    pub async fn reseal_signing_key(
+        &self,
+        kid: &str,
+        old_sealed_with: Option<&str>,
+        new_sealed_with: &str,
+        sealed: &[u8],
+    ) -> Result<bool, StoreError> {
+        let res = match old_sealed_with {
+            Some(old) => {
+                sqlx::query(
+                    "UPDATE signing_keys SET private_key = $1, sealed_with = $2 \
+                     WHERE kid = $3 AND sealed_with = $4",
+                )
+                .bind(sealed)
+                .bind(new_sealed_with)
+                .bind(kid)
+                .bind(old)
+                .execute(self.pool())
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "UPDATE signing_keys SET private_key = $1, sealed_with = $2 \
+                     WHERE kid = $3 AND sealed_with IS NULL",
+                )
+                .bind(sealed)
+                .bind(new_sealed_with)
+                .bind(kid)
+                .execute(self.pool())
+                .await?
+            }
+        };
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// The credential key ids that seal signing keys.
+    pub async fn signing_key_seal_ids(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT sealed_with FROM signing_keys WHERE sealed_with IS NOT NULL",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get("sealed_with"))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
     /// Inserts the first key (no rotation of others).
     pub async fn insert_key(&self, key: &KeyRow) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
@@ -103,11 +202,12 @@ impl Store {
 
 async fn insert(tx: &mut sqlx::Transaction<'_, sqlx::Any>, key: &KeyRow) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO signing_keys (kid, alg, private_key, public_key, created_at, not_before, expires_at) \
-         VALUES ($1, 'EdDSA', $2, $3, $4, $5, $6)",
+        "INSERT INTO signing_keys (kid, alg, private_key, sealed_with, public_key, created_at, not_before, expires_at) \
+         VALUES ($1, 'EdDSA', $2, $3, $4, $5, $6, $7)",
     )
     .bind(&key.kid)
     .bind(&key.private_key)
+    .bind(&key.sealed_with)
     .bind(&key.public_key)
     .bind(key.created_at)
     .bind(key.not_before)

@@ -49,6 +49,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0006_agents.sql"),
         include_str!("../../migrations/postgres/0006_agents.sql"),
     ),
+    (
+        7,
+        "sealed signing keys",
+        include_str!("../../migrations/sqlite/0007_sealed_signing_keys.sql"),
+        include_str!("../../migrations/postgres/0007_sealed_signing_keys.sql"),
+    ),
 ];
 
 /// The migrator for `backend`.

@@ -48,7 +48,16 @@ async fn forged_tokens_are_refused(db: Db) {
         .await
         .unwrap()
         .remove(0);
-    let real = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&row.private_key).unwrap();
+    let pkcs8 = app
+        .m
+        .credential_keys
+        .open_signing_key(
+            &row.kid,
+            row.sealed_with.as_deref().unwrap(),
+            &row.private_key,
+        )
+        .unwrap();
+    let real = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).unwrap();
     let kid = row.kid.clone();
     let parts: Vec<&str> = good.split('.').collect();
     let claims: Value = serde_json::from_slice(&B64.decode(parts[1].as_bytes()).unwrap()).unwrap();

@@ -78,7 +78,16 @@ async fn rotation_keeps_old_keys_during_overlap_then_drops_them(db: Db) {
     let parts: Vec<&str> = fresh.split('.').collect();
     let header = serde_json::json!({"alg":"EdDSA","typ":"at+jwt","kid":old_kid}).to_string();
     let input = format!("{}.{}", B64.encode(header.as_bytes()), parts[1]);
-    let old_key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&old_row.private_key).unwrap();
+    let old_pkcs8 = app
+        .m
+        .credential_keys
+        .open_signing_key(
+            &old_row.kid,
+            old_row.sealed_with.as_deref().unwrap(),
+            &old_row.private_key,
+        )
+        .unwrap();
+    let old_key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&old_pkcs8).unwrap();
     let forged = format!(
         "{input}.{}",
         B64.encode(old_key.sign(input.as_bytes()).as_ref())
@@ -158,7 +167,80 @@ async fn a_replica_accepts_a_key_rotated_elsewhere_at_once(db: Db) {
     assert_eq!(other.keys.jwks().await.unwrap().keys.len(), 2);
 }
 
+/// Private keys in the database are sealed: the stored bytes are not a key, they open
+/// only with the credential key file and only for their own kid; a plaintext row from
+/// before sealing is sealed on first load and keeps signing.
+async fn signing_keys_are_sealed_at_rest(db: Db) {
+    let app = TestApp::new(db).await;
+    app.user("root@example.com", true).await;
+    let (token, _) = app.tokens("root@example.com").await;
+    let rows = app.m.store.live_keys(app.clock.now()).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(row.kid, kid_of(&token));
+    let key_id = row.sealed_with.clone().expect("sealed");
+    assert!(
+        Ed25519KeyPair::from_pkcs8(&row.private_key).is_err(),
+        "the stored bytes must not be a usable key"
+    );
+    let pkcs8 = app
+        .m
+        .credential_keys
+        .open_signing_key(&row.kid, &key_id, &row.private_key)
+        .unwrap();
+    assert!(Ed25519KeyPair::from_pkcs8(&pkcs8).is_ok());
+    // Bound to its kid: the same bytes do not open as another key.
+    assert!(
+        app.m
+            .credential_keys
+            .open_signing_key("another-kid", &key_id, &row.private_key)
+            .is_err()
+    );
+
+    // A legacy plaintext row (as written before sealing) is sealed when loaded.
+    let rng = ring::rand::SystemRandom::new();
+    let legacy = Ed25519KeyPair::generate_pkcs8(&rng)
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    let pair = Ed25519KeyPair::from_pkcs8(&legacy).unwrap();
+    use ring::signature::KeyPair as _;
+    let public = pair.public_key().as_ref().to_vec();
+    let now = app.clock.now();
+    app.m
+        .store
+        .rotate_keys(
+            &outband_manager::store::keys::KeyRow {
+                kid: "legacy-plaintext-key".into(),
+                private_key: legacy.clone(),
+                sealed_with: None,
+                public_key: public,
+                created_at: now,
+                not_before: now,
+                expires_at: None,
+            },
+            now + 3600,
+            now,
+        )
+        .await
+        .unwrap();
+    app.m.keys.invalidate();
+    let (signed, _) = app.tokens("root@example.com").await;
+    assert_eq!(kid_of(&signed), "legacy-plaintext-key");
+    let rows = app.m.store.live_keys(now).await.unwrap();
+    let legacy_row = rows
+        .iter()
+        .find(|r| r.kid == "legacy-plaintext-key")
+        .unwrap();
+    assert!(legacy_row.sealed_with.is_some(), "sealed on first load");
+    assert_ne!(
+        legacy_row.private_key, legacy,
+        "no plaintext left in the row"
+    );
+}
+
 both!(
+    signing_keys_are_sealed_at_rest,
     a_replica_accepts_a_key_rotated_elsewhere_at_once,
     rotation_keeps_old_keys_during_overlap_then_drops_them,
     only_global_admins_rotate_and_denials_are_audited,
