@@ -264,7 +264,10 @@ fn wrong_scheme(s: Scheme) -> Failure {
 async fn ipmi_session(c: &Call, ctx: &RelayContext) -> Result<outband_ipmi::Session, Failure> {
     let addr = resolve(&c.target, ctx.connect_timeout).await?;
     let creds = outband_ipmi::Credentials::new(c.auth.username.clone(), c.auth.password.clone());
-    let mut opts = outband_ipmi::Options::default();
+    let mut opts = outband_ipmi::Options {
+        allow_ipmi15: c.auth.allow_ipmi15,
+        ..Default::default()
+    };
     if !c.auth.ipmi_cipher_suites.is_empty() {
         opts.cipher_suites = c
             .auth
@@ -530,6 +533,7 @@ mod tests {
             password: "password".into(),
             cert_sha256: Default::default(),
             ipmi_cipher_suites: vec![3],
+            allow_ipmi15: false,
         }
     }
 

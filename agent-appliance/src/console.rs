@@ -102,7 +102,10 @@ pub async fn serial(mut pending: PendingStream, target: Target, ctx: Arc<RelayCo
                 let addr = bmc::resolve(&target, ctx.connect_timeout).await?;
                 let creds =
                     outband_ipmi::Credentials::new(auth.username.clone(), auth.password.clone());
-                let mut opts = outband_ipmi::Options::default();
+                let mut opts = outband_ipmi::Options {
+                    allow_ipmi15: auth.allow_ipmi15,
+                    ..Default::default()
+                };
                 if !auth.ipmi_cipher_suites.is_empty() {
                     opts.cipher_suites = auth
                         .ipmi_cipher_suites

@@ -18,6 +18,7 @@ impl fmt::Debug for pb::BmcAuth {
             )
             .field("cert_sha256", &HexBytes(&self.cert_sha256))
             .field("ipmi_cipher_suites", &self.ipmi_cipher_suites)
+            .field("allow_ipmi15", &self.allow_ipmi15)
             .finish()
     }
 }
@@ -50,6 +51,7 @@ mod tests {
             password: "canary-Pa55word".into(),
             cert_sha256: vec![0xab; 32].into(),
             ipmi_cipher_suites: vec![17, 3],
+            allow_ipmi15: false,
         };
         let open = pb::StreamOpen {
             stream_id: 1,

@@ -284,6 +284,7 @@ fn auth() -> pb::BmcAuth {
         password: "password".into(),
         cert_sha256: vec![0xab; 32].into(),
         ipmi_cipher_suites: vec![17, 3],
+        allow_ipmi15: false,
     }
 }
 
@@ -319,6 +320,7 @@ fn open_serial() {
                 password: "password".into(),
                 cert_sha256: Default::default(),
                 ipmi_cipher_suites: vec![],
+                allow_ipmi15: false,
             }),
         })),
         concat!(
@@ -462,6 +464,31 @@ fn request_and_reply_serial_break() {
             body: Some(pb::reply::Body::SerialBreak(pb::SerialBreakReply {})),
         })),
         "00000006 5a04080c3a00",
+    );
+}
+
+#[test]
+fn request_power_ipmi15_opt_in() {
+    golden(
+        frame(Kind::Request(pb::Request {
+            request_id: 13,
+            body: Some(pb::request::Body::Power(pb::PowerRequest {
+                endpoint: "ipmi://10.0.0.8".into(),
+                auth: Some(pb::BmcAuth {
+                    username: "admin".into(),
+                    password: "pw".into(),
+                    cert_sha256: Default::default(),
+                    ipmi_cipher_suites: vec![],
+                    allow_ipmi15: true,
+                }),
+                action: pb::PowerAction::Status as i32,
+            })),
+        })),
+        concat!(
+            "00000028 ",
+            "5226080d1a220a0f69706d693a2f2f31302e302e302e38120d0a0561646d696e",
+            "1202707728011801",
+        ),
     );
 }
 

@@ -71,6 +71,7 @@ fn console_open_carries_credentials_and_refusal_detail() {
         password: "secret".into(),
         cert_sha256: vec![7; 32].into(),
         ipmi_cipher_suites: vec![3],
+        allow_ipmi15: false,
     };
     let id =
         p.gw.mux

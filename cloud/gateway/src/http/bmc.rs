@@ -45,6 +45,9 @@ pub struct AuthBody {
     /// IPMI cipher suites to try, in order.
     #[serde(default)]
     pub ipmi_cipher_suites: Vec<u32>,
+    /// Allow IPMI 1.5 (no encryption) with a BMC that does not speak IPMI 2.0.
+    #[serde(default)]
+    pub allow_ipmi15: bool,
 }
 
 impl fmt::Debug for AuthBody {
@@ -54,6 +57,7 @@ impl fmt::Debug for AuthBody {
             .field("password", &"***")
             .field("cert_sha256", &self.cert_sha256)
             .field("ipmi_cipher_suites", &self.ipmi_cipher_suites)
+            .field("allow_ipmi15", &self.allow_ipmi15)
             .finish()
     }
 }
@@ -94,6 +98,7 @@ impl AuthBody {
             password: self.password.clone(),
             cert_sha256: cert_sha256.into(),
             ipmi_cipher_suites: self.ipmi_cipher_suites.clone(),
+            allow_ipmi15: self.allow_ipmi15,
         })
     }
 }
@@ -456,6 +461,7 @@ mod tests {
             password: "canary-secret".into(),
             cert_sha256: None,
             ipmi_cipher_suites: vec![17, 3],
+            allow_ipmi15: false,
         };
         assert!(!format!("{a:?}").contains("canary"));
         let pb = a.clone().into_pb().unwrap();
