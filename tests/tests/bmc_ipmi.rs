@@ -447,3 +447,141 @@ fn ipmi_sim_drives_a_real_qemu_power_and_sol() {
         Ok(())
     })
 }
+
+/// `ipmitool -I lan` (IPMI 1.5, MD5) against `port`.
+fn ipmitool_lan(port: u16, args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("timeout")
+        .args([
+            "20",
+            "ipmitool",
+            "-I",
+            "lan",
+            "-A",
+            "MD5",
+            "-H",
+            "127.0.0.1",
+            "-p",
+        ])
+        .arg(port.to_string())
+        .args(["-U", USER, "-P", PASSWORD, "-R", "2", "-N", "2"])
+        .args(args)
+        .output()
+        .context("run ipmitool -I lan")?;
+    ensure!(
+        out.status.success(),
+        "ipmitool -I lan {args:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn opts15() -> Options {
+    Options {
+        allow_ipmi15: true,
+        force_ipmi15: true,
+        ..opts()
+    }
+}
+
+#[test]
+fn ipmi_sim_ipmi15_forced_power_cross_checked_with_ipmitool_lan() {
+    TestContext::run("ipmi_sim_ipmi15", |ctx| {
+        let sim = IpmiSim::start(ctx)?;
+        let mut s = open(sim.addr(), &opts15())?;
+        ensure!(
+            s.ipmi15() == Some(outband_ipmi::v15::AuthType::Md5),
+            "auth {:?}",
+            s.ipmi15()
+        );
+        ensure!(s.cipher_suite() == 0);
+        ensure!(
+            ipmitool_lan(sim.port(), &["chassis", "power", "status"])? == "Chassis Power is off"
+        );
+        smol::block_on(async {
+            let id = s.device_id().await?;
+            ensure!(
+                id.manufacturer_id == 0x1291 && id.product_id == 0x0f02,
+                "{id:?}"
+            );
+            // Sequence numbers and rqSeq wrap (64) on a 1.5 session too.
+            for _ in 0..100 {
+                ensure!(!s.chassis_status().await?.power_on);
+            }
+            ensure!(!s.chassis_status().await?.power_on);
+            s.chassis_control(ChassisAction::PowerOn).await?;
+            anyhow::Ok(())
+        })?;
+        ensure!(sim.power_on(), "chassis.sh did not record power on");
+        ensure!(
+            ipmitool_lan(sim.port(), &["chassis", "power", "status"])? == "Chassis Power is on"
+        );
+        smol::block_on(async {
+            ensure!(s.chassis_status().await?.power_on);
+            s.chassis_control(ChassisAction::PowerOff).await?;
+            anyhow::Ok(())
+        })?;
+        ensure!(
+            ipmitool_lan(sim.port(), &["chassis", "power", "status"])? == "Chassis Power is off"
+        );
+        // ipmitool changes it over 1.5; our 1.5 session sees it.
+        ipmitool_lan(sim.port(), &["chassis", "power", "on"])?;
+        ensure!(smol::block_on(s.chassis_status())?.power_on);
+        smol::block_on(s.close())?;
+
+        // No SOL over IPMI 1.5.
+        let s = open(sim.addr(), &opts15())?;
+        let e = smol::block_on(s.sol())
+            .err()
+            .context("SOL over IPMI 1.5 accepted")?;
+        ensure!(e.kind() == ErrorKind::Unsupported, "{e}");
+
+        // The opt-in alone does not downgrade a BMC that offers IPMI 2.0.
+        let o = Options {
+            allow_ipmi15: true,
+            ..opts()
+        };
+        let s = open(sim.addr(), &o)?;
+        ensure!(s.ipmi15().is_none() && s.cipher_suite() == 3);
+        smol::block_on(s.close())?;
+        Ok(())
+    })
+}
+
+#[test]
+fn ipmi_sim_ipmi15_wrong_password_fails_fast() {
+    TestContext::run("ipmi_sim_ipmi15_auth", |ctx| {
+        let sim = IpmiSim::start(ctx)?;
+        // An IPMI 1.5 BMC does not answer an Activate Session with a wrong AuthCode:
+        // the client reports AuthFailed once that step's time is up (250 ms x 3).
+        let o = Options {
+            timeout: Duration::from_millis(250),
+            ..opts15()
+        };
+        let t = Instant::now();
+        let e = smol::block_on(Session::open(
+            sim.addr(),
+            &Credentials::new(USER, "Not-The-Pw-42"),
+            &o,
+        ))
+        .err()
+        .context("wrong password accepted over IPMI 1.5")?;
+        ensure!(e.kind() == ErrorKind::AuthFailed, "{e}");
+        // 750 ms for the step, plus slack for a loaded machine.
+        ensure!(
+            t.elapsed() < Duration::from_millis(1250),
+            "took {:?}",
+            t.elapsed()
+        );
+        ensure!(
+            !e.to_string().contains("Not-The-Pw-42"),
+            "password in error: {e}"
+        );
+        // The right password still works afterwards.
+        let s = open(sim.addr(), &opts15())?;
+        ensure!(s.ipmi15().is_some());
+        smol::block_on(s.close())?;
+        Ok(())
+    })
+}

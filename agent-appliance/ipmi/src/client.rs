@@ -58,9 +58,14 @@ pub struct Options {
     /// Cipher suites to accept, most preferred first. Only 17 and 3 are supported;
     /// others are ignored (suite 0 and suites without integrity never are used).
     pub cipher_suites: Vec<u8>,
-    /// Allow IPMI 1.5 sessions. Not implemented: with this set, a BMC without IPMI
-    /// 2.0 gives an [`ErrorKind::Unsupported`] error that says so.
+    /// Allow IPMI 1.5 sessions with a BMC that does not offer IPMI 2.0 (off by
+    /// default). IPMI 1.5 authenticates packets (MD5, else straight password; never
+    /// auth type none) but does not encrypt them, and has no SOL. A BMC that offers
+    /// IPMI 2.0 is always used over RMCP+ unless `force_ipmi15` is also set.
     pub allow_ipmi15: bool,
+    /// Use IPMI 1.5 even with a BMC that offers IPMI 2.0 (for testing). Only valid
+    /// together with `allow_ipmi15`; alone it is refused before anything is sent.
+    pub force_ipmi15: bool,
     /// Privilege level for the session.
     pub privilege: Privilege,
     /// How long to wait for Get Channel Cipher Suites before trying the suites in
@@ -79,6 +84,7 @@ impl Default for Options {
             retries: 2,
             cipher_suites: vec![17, 3],
             allow_ipmi15: false,
+            force_ipmi15: false,
             privilege: Privilege::Administrator,
             cipher_query_timeout: Duration::from_millis(300),
             keepalive: Duration::from_secs(20),
@@ -136,6 +142,7 @@ impl Session {
             privilege: opts.privilege,
             cipher_suites: opts.cipher_suites.clone(),
             allow_ipmi15: opts.allow_ipmi15,
+            force_ipmi15: opts.force_ipmi15,
             timeout: opts.timeout,
             retries: opts.retries,
             cipher_query_timeout: opts.cipher_query_timeout,
@@ -157,9 +164,15 @@ impl Session {
         Ok(s)
     }
 
-    /// The cipher suite in use.
+    /// The cipher suite in use (0 for an IPMI 1.5 session, which has none).
     pub fn cipher_suite(&self) -> u8 {
         self.conn.cipher_suite().unwrap_or(0)
+    }
+
+    /// The IPMI 1.5 auth type, when this is an IPMI 1.5 session (only with
+    /// [`Options::allow_ipmi15`]).
+    pub fn ipmi15(&self) -> Option<crate::v15::AuthType> {
+        self.conn.ipmi15()
     }
 
     /// Moves datagrams and time through the core until `done` has an answer.
@@ -267,6 +280,13 @@ impl Session {
     /// Activates Serial over LAN on this session. If the BMC says SOL is already
     /// active (completion code 0x80, e.g. a stale session), deactivates it first.
     pub async fn sol(mut self) -> Result<Sol, Error> {
+        if self.conn.ipmi15().is_some() {
+            let _ = self.close_inner().await;
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "Serial over LAN needs an IPMI 2.0 (RMCP+) session; this is an IPMI 1.5 session",
+            ));
+        }
         let enc = self.conn.cipher_suite().is_some();
         let act = match self.command(commands::activate_sol(enc)).await {
             Err(e)

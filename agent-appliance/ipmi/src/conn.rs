@@ -1,7 +1,8 @@
 //! The sans-IO session core: establishes an RMCP+ session (Get Channel Authentication
 //! Capabilities → Get Channel Cipher Suites or fallback → Open Session → RAKP 1-4 →
 //! Set Session Privilege Level), runs one command at a time with retransmission,
-//! carries SOL payloads, and closes the session.
+//! carries SOL payloads, and closes the session. With the IPMI 1.5 opt-in, the
+//! 1.5 session steps of [`ipmi15`](self) replace Open Session and RAKP.
 //!
 //! No sockets, clock or randomness inside: datagrams go in through
 //! [`Connection::handle_datagram`], come out of [`Connection::poll_transmit`]; time
@@ -20,6 +21,8 @@ use crate::message::{self, Response};
 use crate::packet::{self, Packet, Security, payload};
 use crate::rakp::{self, CipherSuite, Rakp2, RakpError, RakpParams};
 use crate::sol::SolState;
+
+mod ipmi15;
 
 /// A source of random bytes (session ids, RAKP random numbers, AES IVs).
 pub type Entropy = Box<dyn FnMut(&mut [u8]) + Send>;
@@ -40,9 +43,12 @@ pub struct Config {
     pub privilege: Privilege,
     /// Acceptable cipher suites, most preferred first (only 3 and 17 are supported).
     pub cipher_suites: Vec<u8>,
-    /// Allow IPMI 1.5 sessions (not implemented: gives an Unsupported error when the
-    /// BMC has no IPMI 2.0).
+    /// Allow IPMI 1.5 sessions (authenticated, never encrypted) with a BMC that does
+    /// not offer IPMI 2.0.
     pub allow_ipmi15: bool,
+    /// Use IPMI 1.5 even when the BMC offers IPMI 2.0 (for testing; requires
+    /// `allow_ipmi15`).
+    pub force_ipmi15: bool,
     /// Time to wait for each answer before retransmitting.
     pub timeout: Duration,
     /// Retransmissions after the first try.
@@ -63,6 +69,7 @@ impl std::fmt::Debug for Config {
             .field("privilege", &self.privilege)
             .field("cipher_suites", &self.cipher_suites)
             .field("allow_ipmi15", &self.allow_ipmi15)
+            .field("force_ipmi15", &self.force_ipmi15)
             .field("timeout", &self.timeout)
             .field("retries", &self.retries)
             .finish()
@@ -99,6 +106,12 @@ enum Phase {
     Rakp3 {
         params: RakpParams,
         r2: Rakp2,
+    },
+    /// IPMI 1.5: Get Session Challenge sent.
+    Challenge15,
+    /// IPMI 1.5: Activate Session sent.
+    Activate15 {
+        initial_in: u32,
     },
     SetPrivilege,
     Active,
@@ -141,6 +154,8 @@ pub struct Connection {
     user_cmd: bool,
     sol: Option<SolState>,
     last_activity: Option<Instant>,
+    v15: Option<ipmi15::V15State>,
+    caps_retried: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -182,6 +197,8 @@ impl Connection {
             user_cmd: false,
             sol: None,
             last_activity: None,
+            v15: None,
+            caps_retried: false,
         };
         if let Err(e) = c.check_config() {
             c.error = Some(e);
@@ -215,6 +232,12 @@ impl Connection {
                 format!(
                     "user name longer than {MAX_USERNAME} or password longer than {MAX_PASSWORD} bytes"
                 ),
+            ));
+        }
+        if cfg.force_ipmi15 && !cfg.allow_ipmi15 {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "force_ipmi15 requires allow_ipmi15 (IPMI 1.5 has no encryption)",
             ));
         }
         if self.candidates().is_empty() {
@@ -259,6 +282,11 @@ impl Connection {
     /// The cipher suite negotiated.
     pub fn cipher_suite(&self) -> Option<u8> {
         self.suite.map(|s| s.id)
+    }
+
+    /// The IPMI 1.5 auth type in use, when the session is an IPMI 1.5 one.
+    pub fn ipmi15(&self) -> Option<crate::v15::AuthType> {
+        self.v15.as_ref().map(|v| v.auth)
     }
 
     /// The next datagram to send.
@@ -333,6 +361,10 @@ impl Connection {
     /// Encodes a session packet with the next outbound sequence number.
     fn seal(&mut self, ptype: u8, body: &[u8]) -> Result<Vec<u8>, Error> {
         self.out_seq = self.out_seq.wrapping_add(1).max(1);
+        if let Some(v) = self.v15.as_ref() {
+            return crate::v15::encode(v.auth, &v.pw, self.bmc_sid, self.out_seq, body)
+                .map_err(|e| Error::protocol(e.to_string()));
+        }
         let mut iv = [0u8; 16];
         if self.sec.as_ref().is_some_and(|s| s.aes_key.is_some()) {
             (self.entropy)(&mut iv);
@@ -507,6 +539,18 @@ impl Connection {
                     ));
                 }
             }
+            Phase::Activate15 { .. } if self.last_reject.is_none() => {
+                // The BMC answered Get Session Challenge, so it is there; an IPMI 1.5
+                // BMC silently drops an Activate Session whose AuthCode does not
+                // match (ipmi_sim does): the password is wrong.
+                let total = self.cfg.timeout * (self.cfg.retries + 1);
+                self.fail(Error::new(
+                    ErrorKind::AuthFailed,
+                    format!(
+                        "Activate Session: no answer within {total:?} although the BMC answered Get Session Challenge; an IPMI 1.5 BMC ignores an AuthCode made with a wrong password"
+                    ),
+                ));
+            }
             phase => {
                 let step = self.step_name(&phase);
                 self.phase = phase;
@@ -532,6 +576,8 @@ impl Connection {
             Phase::OpenSession { .. } => "Open Session".into(),
             Phase::Rakp1 { .. } => "RAKP 1".into(),
             Phase::Rakp3 { .. } => "RAKP 3".into(),
+            Phase::Challenge15 => "Get Session Challenge".into(),
+            Phase::Activate15 { .. } => "Activate Session".into(),
             Phase::SetPrivilege => "Set Session Privilege Level".into(),
             _ => match self.pending.as_ref().and_then(|p| p.cmd.as_ref()) {
                 Some(c) => c.name.into(),
@@ -574,6 +620,9 @@ impl Connection {
     fn handle_inner(&mut self, data: &[u8], now: Instant) -> Result<(), String> {
         if matches!(self.phase, Phase::Closed) {
             return Ok(());
+        }
+        if self.v15.is_some() {
+            return self.on_datagram15(data, now);
         }
         let in_session = matches!(
             self.phase,
@@ -669,6 +718,19 @@ impl Connection {
             ));
         }
         self.pending = None;
+        if r.completion != 0 && self.cfg.allow_ipmi15 && !self.caps_retried {
+            // An IPMI 1.5 BMC may reject the request for extended data: ask again
+            // without it.
+            self.caps_retried = true;
+            let mut cmd = commands::get_channel_auth_caps(self.cfg.privilege);
+            cmd.data[0] = 0x0e;
+            let msg = message::encode_request(cmd.netfn, cmd.cmd, self.next_rq_seq(), &cmd.data);
+            match packet::encode_v15(&msg) {
+                Ok(bytes) => self.send_handshake(bytes, now, self.cfg.timeout),
+                Err(e) => self.fail(Error::protocol(e.to_string())),
+            }
+            return Ok(());
+        }
         if r.completion != 0 {
             // BMCs without IPMI 2.0 reject the request for extended capabilities.
             let e = Error::completion("Get Channel Authentication Capabilities", r.completion);
@@ -685,11 +747,16 @@ impl Connection {
                 return Ok(());
             }
         };
+        if self.cfg.allow_ipmi15 && caps.ipmi15 && (!caps.ipmi20 || self.cfg.force_ipmi15) {
+            let support = r.data.get(1).copied().unwrap_or(0);
+            self.start_v15(support, now);
+            return Ok(());
+        }
         if !caps.ipmi20 {
-            let msg = if self.cfg.allow_ipmi15 && caps.ipmi15 {
-                "the BMC supports only IPMI 1.5 sessions, which this client does not implement"
+            let msg = if self.cfg.allow_ipmi15 {
+                "the BMC supports neither IPMI 2.0 (RMCP+) nor IPMI 1.5 sessions"
             } else {
-                "the BMC does not support IPMI 2.0 (RMCP+) sessions; IPMI 1.5 is not enabled (and not implemented)"
+                "the BMC does not support IPMI 2.0 (RMCP+) sessions; IPMI 1.5 is not enabled (Options::allow_ipmi15)"
             };
             self.fail(Error::new(ErrorKind::Unsupported, msg));
             return Ok(());
@@ -996,6 +1063,7 @@ mod tests {
             privilege: Privilege::Administrator,
             cipher_suites: suites,
             allow_ipmi15: false,
+            force_ipmi15: false,
             timeout: Duration::from_secs(1),
             retries: 1,
             cipher_query_timeout: Duration::from_millis(300),

@@ -83,6 +83,7 @@ pub fn check_connection(data: &[u8]) {
         password: Zeroizing::new(b"password".to_vec()),
         privilege: Privilege::Administrator,
         cipher_suites: vec![17, 3],
+        force_ipmi15: false,
         allow_ipmi15: false,
         timeout: Duration::from_millis(100),
         retries: 1,

@@ -21,13 +21,15 @@
 //! - [`rakp`]: Open Session and RAKP 1-4, the accepted cipher suites (17 and 3).
 //! - [`commands`]: typed commands (device id, chassis, boot options, SOL activation).
 //! - [`conn`]: the session state machine (datagrams, deadlines and entropy passed in).
+//! - [`v15`]: IPMI 1.5 session framing and AuthCodes (opt-in only).
 //! - [`sol`]: Serial over LAN flow (sequence numbers, acks, partial acceptance).
 //! - [`client`]: [`Session`] and [`Sol`] on smol UDP sockets and timers.
 //! - [`fuzzing`]: a never-panics / round-trip check for the packet parser.
 //!
 //! Safe by default: only cipher suites 17 and 3 (authentication, integrity and
 //! AES encryption) are ever proposed; null user names are refused; IPMI 1.5 sessions
-//! are not implemented (the opt-in gives a clear "unsupported" error).
+//! (authenticated, not encrypted, no SOL) only with `Options::allow_ipmi15` and a BMC
+//! without IPMI 2.0 (or `force_ipmi15`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -43,6 +45,7 @@ pub mod message;
 pub mod packet;
 pub mod rakp;
 pub mod sol;
+pub mod v15;
 
 pub use client::{Credentials, Options, Session, Sol};
 pub use commands::{BootDevice, ChassisAction, ChassisStatus, DeviceId, Privilege};

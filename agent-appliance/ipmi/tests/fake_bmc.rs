@@ -36,7 +36,7 @@ enum Fault {
     DenyPrivilege,
     /// Never answers.
     Silent,
-    /// A channel with IPMI 1.5 sessions only.
+    /// A channel with IPMI 1.5 sessions only, offering only auth type none.
     Ipmi15Only,
     /// Ignores the first Get Chassis Status (as if lost), answers the retry.
     DropFirstStatus,
@@ -49,6 +49,8 @@ struct Seen {
     rakp3_status: Vec<u8>,
     close_session: usize,
     commands: Vec<u8>,
+    /// Commands received in IPMI 1.5 (auth type none) packets.
+    v15_commands: Vec<u8>,
     suites_offered: Vec<u8>,
 }
 
@@ -127,13 +129,18 @@ impl State {
         };
         match p {
             Packet::V15(req) => {
-                // Get Channel Authentication Capabilities: IPMI 2.0 supported.
-                let v = if self.fault == Fault::Ipmi15Only {
-                    0x01
+                seen.lock()
+                    .unwrap()
+                    .v15_commands
+                    .push(parse_request(&req).2);
+                // Get Channel Authentication Capabilities: IPMI 2.0 supported (or
+                // IPMI 1.5 with auth type none only).
+                let (auth, v) = if self.fault == Fault::Ipmi15Only {
+                    (0x81, 0x01)
                 } else {
-                    0x02
+                    (0x80, 0x02)
                 };
-                let data = [0x01, 0x80, 0x04, v, 0, 0, 0, 0];
+                let data = [0x01, auth, 0x04, v, 0, 0, 0, 0];
                 vec![packet::encode_v15(&response(&req, 0, &data)).unwrap()]
             }
             Packet::V2(p) if !in_session => match p.payload_type {
@@ -468,7 +475,7 @@ fn silent_bmc_times_out_without_hanging() {
 }
 
 #[test]
-fn null_user_and_ipmi15_opt_in() {
+fn null_user_and_ipmi15_auth_type_none_refused() {
     let bmc = start(Fault::None);
     let e =
         smol::block_on(Session::open(bmc.addr, &Credentials::new("", "x"), &opts())).unwrap_err();
@@ -478,11 +485,22 @@ fn null_user_and_ipmi15_opt_in() {
     let e = open(&bmc, &opts()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert_eq!(e.code(), "bmc_unsupported");
+    assert!(e.to_string().contains("allow_ipmi15"), "{e}");
+    // Opted in, but the BMC offers only auth type none: refused before Get Session
+    // Challenge (only the capabilities query, 0x38, reaches the BMC).
     let mut o = opts();
     o.allow_ipmi15 = true;
     let e = open(&bmc, &o).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::CipherRefused, "{e}");
+    assert!(e.to_string().contains("never none"), "{e}");
+    let cmds = bmc.seen.lock().unwrap().v15_commands.clone();
+    assert!(cmds.iter().all(|&c| c == 0x38), "{cmds:02x?}");
+    // force_ipmi15 without allow_ipmi15 is refused before anything is sent.
+    let mut o = opts();
+    o.force_ipmi15 = true;
+    let e = open(&bmc, &o).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
-    assert!(e.to_string().contains("does not implement"), "{e}");
+    assert!(e.to_string().contains("requires allow_ipmi15"), "{e}");
 }
 
 #[test]
