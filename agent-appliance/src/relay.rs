@@ -1,9 +1,10 @@
 //! Serving what the gateway starts on a connection: stream opens (relayed to BMC
 //! endpoints on the allow-list), unary requests, and the agent's inventory report.
 //!
-//! Invariant: the agent dials a BMC only when the gateway opened a stream to it and
-//! the endpoint is on the allow-list. Nothing else makes it connect anywhere (no
-//! reachability probes either: the inventory reports `reachable = false`).
+//! Invariant: the agent dials a BMC only when the gateway opened a stream to it or
+//! sent a BMC request for it, and the endpoint is on the allow-list. The only other
+//! traffic to the BMC network is discovery, when configured (`discovery.rs`): presence
+//! probes without credentials, whose findings are reported, never allowed.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
