@@ -104,7 +104,7 @@ pub async fn answer(body: request::Body, ctx: &RelayContext) -> reply::Body {
 /// What a request names: its endpoint, parsed and allowed, and its credentials.
 struct Call {
     target: Target,
-    auth: pb::BmcAuth,
+    auth: Box<pb::BmcAuth>,
 }
 
 /// Longest BMC user name accepted (IPMI allows 16 bytes, Redfish services a few dozen).
@@ -149,7 +149,11 @@ pub fn check_auth(auth: &pb::BmcAuth) -> Result<(), Failure> {
     Ok(())
 }
 
-fn call(endpoint: &str, auth: Option<pb::BmcAuth>, ctx: &RelayContext) -> Result<Call, Failure> {
+fn call(
+    endpoint: &str,
+    auth: Option<Box<pb::BmcAuth>>,
+    ctx: &RelayContext,
+) -> Result<Call, Failure> {
     let target = allowed_endpoint(endpoint, ctx)?;
     let auth = auth.unwrap_or_default();
     check_auth(&auth)?;
@@ -212,7 +216,7 @@ async fn info(i: pb::BmcInfoRequest, ctx: &RelayContext) -> Result<reply::Body, 
         }
         other => return Err(wrong_scheme(other)),
     };
-    Ok(reply::Body::BmcInfo(answer))
+    Ok(reply::Body::BmcInfo(Box::new(answer)))
 }
 
 async fn boot(b: pb::BootDeviceRequest, ctx: &RelayContext) -> Result<reply::Body, Failure> {
@@ -563,7 +567,7 @@ mod tests {
         let status = |endpoint: &str, auth: Option<pb::BmcAuth>| {
             request::Body::Power(pb::PowerRequest {
                 endpoint: endpoint.into(),
-                auth,
+                auth: auth.map(Box::new),
                 action: pb::PowerAction::Status as i32,
             })
         };
@@ -576,7 +580,7 @@ mod tests {
         assert_eq!(code(status("ipmi://10.0.0.5", None)), "bad_request");
         let no_action = request::Body::Power(pb::PowerRequest {
             endpoint: "ipmi://10.0.0.5".into(),
-            auth: Some(auth()),
+            auth: Some(Box::new(auth())),
             action: 0,
         });
         assert_eq!(code(no_action), "bad_request");

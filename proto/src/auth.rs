@@ -58,13 +58,13 @@ mod tests {
             kind: pb::StreamKind::Vnc as i32,
             target: "vnc://10.0.0.5".into(),
             initial_window: 0,
-            auth: Some(auth.clone()),
+            auth: Some(Box::new(auth.clone())),
         };
         let req = pb::Request {
             request_id: 7,
             body: Some(pb::request::Body::Power(pb::PowerRequest {
                 endpoint: "ipmi://10.0.0.5".into(),
-                auth: Some(auth),
+                auth: Some(Box::new(auth)),
                 action: pb::PowerAction::Status as i32,
             })),
         };

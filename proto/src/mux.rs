@@ -103,7 +103,7 @@ pub enum Event {
         /// The requested endpoint.
         target: String,
         /// Credentials for the endpoint, if the opener sent any.
-        auth: Option<pb::BmcAuth>,
+        auth: Option<Box<pb::BmcAuth>>,
     },
     /// A stream we opened was accepted.
     Accepted {
@@ -694,7 +694,7 @@ impl Mux {
                 kind: kind as i32,
                 target: target.to_owned(),
                 initial_window: self.cfg.initial_window,
-                auth,
+                auth: auth.map(Box::new),
             })),
         });
         Ok(id)

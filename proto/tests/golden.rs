@@ -296,7 +296,7 @@ fn open_vnc_with_auth() {
             kind: pb::StreamKind::Vnc as i32,
             target: "wss://10.0.0.5/kvm/0".into(),
             initial_window: 0,
-            auth: Some(auth()),
+            auth: Some(Box::new(auth())),
         })),
         concat!(
             "00000055 ",
@@ -315,13 +315,13 @@ fn open_serial() {
             kind: pb::StreamKind::Serial as i32,
             target: "ipmi://10.0.0.5".into(),
             initial_window: 0,
-            auth: Some(pb::BmcAuth {
+            auth: Some(Box::new(pb::BmcAuth {
                 username: "admin".into(),
                 password: "password".into(),
                 cert_sha256: Default::default(),
                 ipmi_cipher_suites: vec![],
                 allow_ipmi15: false,
-            }),
+            })),
         })),
         concat!(
             "0000002a ",
@@ -355,7 +355,7 @@ fn request_power() {
             request_id: 9,
             body: Some(pb::request::Body::Power(pb::PowerRequest {
                 endpoint: "ipmi://10.0.0.5:623".into(),
-                auth: Some(auth()),
+                auth: Some(Box::new(auth())),
                 action: pb::PowerAction::Off as i32,
             })),
         })),
@@ -388,7 +388,7 @@ fn request_and_reply_bmc_info() {
             request_id: 10,
             body: Some(pb::request::Body::BmcInfo(pb::BmcInfoRequest {
                 endpoint: "https://10.0.0.5".into(),
-                auth: Some(auth()),
+                auth: Some(Box::new(auth())),
             })),
         })),
         concat!(
@@ -401,13 +401,13 @@ fn request_and_reply_bmc_info() {
     golden(
         frame(Kind::Reply(pb::Reply {
             request_id: 10,
-            body: Some(pb::reply::Body::BmcInfo(pb::BmcInfoReply {
+            body: Some(pb::reply::Body::BmcInfo(Box::new(pb::BmcInfoReply {
                 protocol: "ipmi".into(),
                 manufacturer: "4753".into(),
                 model: "3842".into(),
                 firmware_version: "9.08".into(),
                 ipmi_cipher_suite: 3,
-            })),
+            }))),
         })),
         concat!(
             "00000020 ",
@@ -423,7 +423,7 @@ fn request_and_reply_boot_device() {
             request_id: 11,
             body: Some(pb::request::Body::BootDevice(pb::BootDeviceRequest {
                 endpoint: "ipmi://10.0.0.5".into(),
-                auth: Some(auth()),
+                auth: Some(Box::new(auth())),
                 device: pb::BootDevice::Pxe as i32,
                 persistent: true,
             })),
@@ -474,13 +474,13 @@ fn request_power_ipmi15_opt_in() {
             request_id: 13,
             body: Some(pb::request::Body::Power(pb::PowerRequest {
                 endpoint: "ipmi://10.0.0.8".into(),
-                auth: Some(pb::BmcAuth {
+                auth: Some(Box::new(pb::BmcAuth {
                     username: "admin".into(),
                     password: "pw".into(),
                     cert_sha256: Default::default(),
                     ipmi_cipher_suites: vec![],
                     allow_ipmi15: true,
-                }),
+                })),
                 action: pb::PowerAction::Status as i32,
             })),
         })),

@@ -84,7 +84,7 @@ fn console_open_carries_credentials_and_refusal_detail() {
             id,
             kind: StreamKind::Vnc,
             target: "vnc://10.0.0.5".into(),
-            auth: Some(auth),
+            auth: Some(Box::new(auth)),
         }]
     );
     p.ag.mux

@@ -524,7 +524,7 @@ pub struct PendingStream {
     id: StreamId,
     kind: StreamKind,
     target: String,
-    auth: Option<pb::BmcAuth>,
+    auth: Option<Box<pb::BmcAuth>>,
     shared: Option<Arc<Shared>>,
 }
 
@@ -542,7 +542,7 @@ impl PendingStream {
         &self.target
     }
     /// Takes the credentials the opener sent for the endpoint, if any.
-    pub fn take_auth(&mut self) -> Option<pb::BmcAuth> {
+    pub fn take_auth(&mut self) -> Option<Box<pb::BmcAuth>> {
         self.auth.take()
     }
 

@@ -191,7 +191,7 @@ pub(super) async fn power(
     let action = pb::PowerAction::from(req.action);
     let body = request::Body::Power(pb::PowerRequest {
         endpoint: req.endpoint.clone(),
-        auth: Some(req.auth.into_pb()?),
+        auth: Some(Box::new(req.auth.into_pb()?)),
         action: action as i32,
     });
     match call(&s, &id, body).await? {
@@ -240,7 +240,7 @@ pub(super) async fn bmc_info(
     check_endpoint(&req.endpoint)?;
     let body = request::Body::BmcInfo(pb::BmcInfoRequest {
         endpoint: req.endpoint,
-        auth: Some(req.auth.into_pb()?),
+        auth: Some(Box::new(req.auth.into_pb()?)),
     });
     match call(&s, &id, body).await? {
         reply::Body::BmcInfo(i) => Ok(Json(InfoAnswer {
@@ -333,7 +333,7 @@ pub(super) async fn boot_device(
     }
     let body = request::Body::BootDevice(pb::BootDeviceRequest {
         endpoint: req.endpoint,
-        auth: Some(req.auth.into_pb()?),
+        auth: Some(Box::new(req.auth.into_pb()?)),
         device: req.device.map_or(pb::BootDevice::Unspecified, boot_to_pb) as i32,
         persistent: req.persistent,
     });
