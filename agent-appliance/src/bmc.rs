@@ -266,15 +266,24 @@ fn wrong_scheme(s: Scheme) -> Failure {
 // ---- IPMI ----
 
 async fn ipmi_session(c: &Call, ctx: &RelayContext) -> Result<outband_ipmi::Session, Failure> {
-    let addr = resolve(&c.target, ctx.connect_timeout).await?;
-    let creds = outband_ipmi::Credentials::new(c.auth.username.clone(), c.auth.password.clone());
+    open_ipmi(&c.target, &c.auth, ctx.connect_timeout).await
+}
+
+/// Opens an IPMI session to `target` with the request's credentials, cipher suite
+/// preference and IPMI 1.5 opt-in.
+pub async fn open_ipmi(
+    target: &Target,
+    auth: &pb::BmcAuth,
+    timeout: Duration,
+) -> Result<outband_ipmi::Session, Failure> {
+    let addr = resolve(target, timeout).await?;
+    let creds = outband_ipmi::Credentials::new(auth.username.clone(), auth.password.clone());
     let mut opts = outband_ipmi::Options {
-        allow_ipmi15: c.auth.allow_ipmi15,
+        allow_ipmi15: auth.allow_ipmi15,
         ..Default::default()
     };
-    if !c.auth.ipmi_cipher_suites.is_empty() {
-        opts.cipher_suites = c
-            .auth
+    if !auth.ipmi_cipher_suites.is_empty() {
+        opts.cipher_suites = auth
             .ipmi_cipher_suites
             .iter()
             .filter_map(|&s| u8::try_from(s).ok())

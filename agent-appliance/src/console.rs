@@ -99,21 +99,7 @@ pub async fn serial(mut pending: PendingStream, target: Target, ctx: Arc<RelayCo
                 return refuse(pending, &f);
             }
             let sol = async {
-                let addr = bmc::resolve(&target, ctx.connect_timeout).await?;
-                let creds =
-                    outband_ipmi::Credentials::new(auth.username.clone(), auth.password.clone());
-                let mut opts = outband_ipmi::Options {
-                    allow_ipmi15: auth.allow_ipmi15,
-                    ..Default::default()
-                };
-                if !auth.ipmi_cipher_suites.is_empty() {
-                    opts.cipher_suites = auth
-                        .ipmi_cipher_suites
-                        .iter()
-                        .filter_map(|&s| u8::try_from(s).ok())
-                        .collect();
-                }
-                let session = outband_ipmi::Session::open(addr, &creds, &opts).await?;
+                let session = bmc::open_ipmi(&target, &auth, ctx.connect_timeout).await?;
                 Ok::<_, Failure>(session.sol().await?)
             };
             let sol = match sol.await {

@@ -67,6 +67,13 @@ fn locate_and_build() -> anyhow::Result<PathBuf> {
     if std::env::var_os("OUTBAND_E2E_NO_BUILD").is_some() {
         return Ok(profile_dir);
     }
+    cargo_build(&profile_dir, &["outband-agent", "outband-gateway"])?;
+    Ok(profile_dir)
+}
+
+/// `cargo build -p PACKAGES --bins` for the profile (and target triple, if any) that
+/// `profile_dir` (`target/[<triple>/]<profile>`) belongs to, into the same target dir.
+pub(crate) fn cargo_build(profile_dir: &Path, packages: &[&str]) -> anyhow::Result<()> {
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => "dev".to_owned(),
         Some(other) => other.to_owned(),
@@ -93,26 +100,20 @@ fn locate_and_build() -> anyhow::Result<PathBuf> {
     cmd.arg("build")
         .arg("--manifest-path")
         .arg(&manifest)
-        .args([
-            "-p",
-            "outband-agent",
-            "-p",
-            "outband-gateway",
-            "--bins",
-            "--profile",
-            &profile,
-        ])
+        .args(packages.iter().flat_map(|p| ["-p", p]))
+        .args(["--bins", "--profile", &profile])
         .env("CARGO_TARGET_DIR", target_dir);
     if let Some(t) = triple {
         cmd.arg("--target").arg(t);
     }
     let out = cmd
         .output()
-        .context("run cargo build for the e2e binaries")?;
+        .with_context(|| format!("run cargo build for {}", packages.join(", ")))?;
     anyhow::ensure!(
         out.status.success(),
-        "cargo build of outband-agent/outband-gateway failed:\n{}",
+        "cargo build of {} failed:\n{}",
+        packages.join("/"),
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(profile_dir)
+    Ok(())
 }

@@ -35,42 +35,7 @@ fn build(profile_dir: &Path) -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") => "dev".to_owned(),
-        Some(other) => other.to_owned(),
-        None => anyhow::bail!("cannot tell the profile of {}", profile_dir.display()),
-    };
-    let mut target_dir = profile_dir.parent().context("profile dir has a parent")?;
-    let mut triple = None;
-    if let (false, Some(t), Some(parent)) = (
-        target_dir.join("CACHEDIR.TAG").exists(),
-        target_dir.file_name(),
-        target_dir.parent(),
-    ) && t.to_string_lossy().split('-').count() >= 3
-    {
-        triple = Some(t.to_owned());
-        target_dir = parent;
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let mut cmd = Command::new(cargo);
-    cmd.arg("build")
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .args(["-p", "outband-manager", "--bins", "--profile", &profile])
-        .env("CARGO_TARGET_DIR", target_dir);
-    if let Some(t) = triple {
-        cmd.arg("--target").arg(t);
-    }
-    let out = cmd
-        .output()
-        .context("run cargo build for outband-manager")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "cargo build of outband-manager failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    crate::bins::cargo_build(profile_dir, &["outband-manager"])
 }
 
 /// A running manager process with its data in `<test dir>/<name>`.
