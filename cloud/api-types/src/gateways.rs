@@ -277,3 +277,73 @@ pub struct RevocationList {
     /// `since` for the next poll (entries of that second may repeat: dedupe by id).
     pub next_since: i64,
 }
+
+/// Most events in one [`GatewayEventsRequest`]; more is `400 bad_request`.
+pub const MAX_GATEWAY_EVENTS: usize = 100;
+
+/// The actions a gateway reports in a [`GatewayEvent`] (audited as `gateway_<action>`).
+pub const GATEWAY_EVENT_ACTIONS: &[&str] = &[
+    "power_status",
+    "power_on",
+    "power_off",
+    "power_cycle",
+    "power_reset",
+    "power_soft",
+    "boot_device",
+    "bmc_info",
+    "serial_open",
+    "serial_close",
+    "graphical_open",
+    "graphical_close",
+];
+
+/// `POST /api/v1/gateway/events` (gateway token): what the gateway did for users, for
+/// the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct GatewayEventsRequest {
+    /// At most [`MAX_GATEWAY_EVENTS`] (100) events, else 400.
+    #[cfg_attr(feature = "openapi", schema(max_items = 100))]
+    pub events: Vec<GatewayEvent>,
+}
+
+/// One thing a gateway did for a user on a server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct GatewayEvent {
+    /// One of `power_status`, `power_on`, `power_off`, `power_cycle`, `power_reset`,
+    /// `power_soft`, `boot_device`, `bmc_info`, `serial_open`, `serial_close`,
+    /// `graphical_open`, `graphical_close` ([`GATEWAY_EVENT_ACTIONS`]).
+    #[cfg_attr(feature = "openapi", schema(max_length = 32))]
+    pub action: String,
+    /// `success` or `failure`.
+    #[cfg_attr(feature = "openapi", schema(max_length = 16))]
+    pub outcome: String,
+    /// The user the gateway acted for.
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
+    pub user_id: String,
+    /// The user's login session (the access token's `sid`), if known.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
+    pub session_id: Option<String>,
+    /// The server.
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
+    pub server_id: String,
+    /// When it happened, unix seconds, gateway clock.
+    pub at: i64,
+    /// More about it, e.g. an error code.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 256))]
+    pub detail: Option<String>,
+}
+
+/// `POST /api/v1/gateway/events` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GatewayEventsResponse {
+    /// Events written to the audit log as reported; the others were refused (a
+    /// server not bound to this gateway, a bad field) and audited as denials.
+    pub accepted: u32,
+}
