@@ -10,7 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // (The decoder copies payloads out of its read buffer on purpose: see codec.rs.)
     config.bytes(["."]);
     // Credentials get a hand-written Debug that hides the password (src/lib.rs).
-    config.skip_debug(["outband.v1.BmcAuth"]);
+    // So does the hello, for the agent's join token.
+    config.skip_debug(["outband.v1.BmcAuth", "outband.v1.Hello"]);
     // Boxed so that `Frame` (queued per connection) stays as small as it was before
     // credentials travelled: an inline `BmcAuth` made every queued frame 64 bytes
     // bigger, about 2 KiB per idle agent connection at the gateway.

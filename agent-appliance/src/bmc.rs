@@ -77,9 +77,9 @@ pub async fn answer(body: request::Body, ctx: &RelayContext) -> reply::Body {
             request::Body::Power(p) => power(p, ctx).await,
             request::Body::BmcInfo(i) => info(i, ctx).await,
             request::Body::BootDevice(b) => boot(b, ctx).await,
-            request::Body::AgentInfo(_) | request::Body::SerialBreak(_) => {
-                Err(Failure::new("bad_request", "not a BMC request"))
-            }
+            request::Body::AgentInfo(_)
+            | request::Body::SerialBreak(_)
+            | request::Body::JoinResult(_) => Err(Failure::new("bad_request", "not a BMC request")),
         }
     };
     let deadline = async {

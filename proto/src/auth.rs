@@ -1,6 +1,7 @@
-//! Hygiene for the one message that carries secrets, [`pb::BmcAuth`]: its `Debug`
-//! never shows the password, and the password is overwritten when the message is
-//! dropped (best effort: copies made by the transport's buffers are not reached).
+//! Hygiene for the messages that carry secrets. [`pb::BmcAuth`]: its `Debug` never
+//! shows the password, and the password is overwritten when the message is dropped
+//! (best effort: copies made by the transport's buffers are not reached).
+//! [`pb::Hello`]: its `Debug` shows `***` for a join token.
 
 use std::fmt;
 
@@ -19,6 +20,27 @@ impl fmt::Debug for pb::BmcAuth {
             .field("cert_sha256", &HexBytes(&self.cert_sha256))
             .field("ipmi_cipher_suites", &self.ipmi_cipher_suites)
             .field("allow_ipmi15", &self.allow_ipmi15)
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::Hello {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hello")
+            .field("min_version", &self.min_version)
+            .field("max_version", &self.max_version)
+            .field("capabilities", &self.capabilities)
+            .field("agent_version", &self.agent_version)
+            .field("pairing_code", &self.pairing_code)
+            .field("initial_window", &self.initial_window)
+            .field(
+                "join_token",
+                &if self.join_token.is_empty() {
+                    ""
+                } else {
+                    "***"
+                },
+            )
             .finish()
     }
 }
@@ -79,5 +101,24 @@ mod tests {
         }
         let empty = format!("{:?}", pb::BmcAuth::default());
         assert!(!empty.contains("***"), "{empty}");
+    }
+
+    #[test]
+    fn debug_hides_the_join_token() {
+        let hello = pb::Hello {
+            pairing_code: "ABCD-EFGH".into(),
+            join_token: "objt_canary-join-token".into(),
+            ..Default::default()
+        };
+        let frame = pb::Frame {
+            kind: Some(pb::frame::Kind::Hello(hello.clone())),
+        };
+        for text in [format!("{hello:?}"), format!("{frame:#?}")] {
+            assert!(!text.contains("canary"), "{text}");
+            assert!(text.contains("***"), "{text}");
+            assert!(text.contains("ABCD-EFGH"), "{text}");
+        }
+        let none = format!("{:?}", pb::Hello::default());
+        assert!(!none.contains("***"), "{none}");
     }
 }

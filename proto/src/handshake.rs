@@ -17,6 +17,34 @@ pub const CAP_BMC_REQUESTS: &str = "bmc-requests";
 /// Capability: the agent reports BMCs it discovered in its inventory.
 pub const CAP_DISCOVERY: &str = "discovery";
 
+/// Join tokens start with this (the manager issues `objt_` + random).
+pub const JOIN_TOKEN_PREFIX: &str = "objt_";
+/// Longest join token in a hello, in bytes (the manager's limit as well).
+pub const MAX_JOIN_TOKEN_LEN: usize = 128;
+/// Longest `JoinResult.message` an agent keeps; longer ones are cut.
+pub const MAX_JOIN_MESSAGE_LEN: usize = 256;
+
+/// Whether `token` has the shape of a join token: the prefix, at most
+/// [`MAX_JOIN_TOKEN_LEN`] bytes, printable ASCII without spaces. The error never
+/// contains the token.
+pub fn check_join_token(token: &str) -> Result<(), String> {
+    if token.len() > MAX_JOIN_TOKEN_LEN {
+        return Err(format!(
+            "join token is {} bytes, at most {MAX_JOIN_TOKEN_LEN} allowed",
+            token.len()
+        ));
+    }
+    if !token.starts_with(JOIN_TOKEN_PREFIX) || token.len() == JOIN_TOKEN_PREFIX.len() {
+        return Err(format!(
+            "join token does not start with {JOIN_TOKEN_PREFIX:?} followed by the secret"
+        ));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("join token has characters other than printable ASCII".into());
+    }
+    Ok(())
+}
+
 /// Builds a hello that advertises only the raw TCP relay (the minimal agent, as
 /// test doubles are).
 pub fn hello(agent_version: &str, pairing_code: &str, initial_window: u32) -> Frame {
@@ -43,6 +71,7 @@ pub fn hello_with(
             agent_version: agent_version.to_owned(),
             pairing_code: pairing_code.to_owned(),
             initial_window,
+            join_token: String::new(),
         })),
     }
 }
@@ -72,6 +101,9 @@ pub fn validate_hello(hello: &pb::Hello) -> Result<(), String> {
     }
     if hello.pairing_code.len() > 32 {
         return Err("pairing_code longer than 32 bytes".into());
+    }
+    if hello.join_token.len() > MAX_JOIN_TOKEN_LEN {
+        return Err(format!("join_token longer than {MAX_JOIN_TOKEN_LEN} bytes"));
     }
     if hello.capabilities.len() > 64 || hello.capabilities.iter().any(|c| c.len() > 64) {
         return Err("too many or too long capabilities".into());
@@ -116,5 +148,31 @@ mod tests {
         let mut bad = h(1, 1);
         bad.agent_version = "x".repeat(129);
         assert!(validate_hello(&bad).is_err());
+        let mut token = h(1, 1);
+        token.join_token = format!("objt_{}", "a".repeat(123));
+        assert!(validate_hello(&token).is_ok());
+        token.join_token.push('a');
+        let err = validate_hello(&token).unwrap_err();
+        assert!(
+            err.contains("join_token") && !err.contains("objt_"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn join_token_shape() {
+        assert!(check_join_token("objt_abc-DEF_123").is_ok());
+        assert!(check_join_token(&format!("objt_{}", "x".repeat(123))).is_ok());
+        for bad in [
+            String::new(),
+            "objt_".into(),
+            "obgr_secretcanary".into(),
+            "objt_with spacecanary".into(),
+            "objt_nonascii\u{e9}canary".into(),
+            format!("objt_{}canary", "x".repeat(130)),
+        ] {
+            let err = check_join_token(&bad).unwrap_err();
+            assert!(!err.contains("canary"), "{err}");
+        }
     }
 }

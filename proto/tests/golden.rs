@@ -56,6 +56,7 @@ fn hello() {
             agent_version: "0.1.0 (abc1234)".into(),
             pairing_code: "ABCD-EFGH".into(),
             initial_window: 262_144,
+            join_token: String::new(),
         })),
         concat!(
             "00000031 ",
@@ -63,6 +64,60 @@ fn hello() {
             "34292a09414243442d4546474830808010",
         ),
     );
+}
+
+/// Field 7 of `Hello`, added in version 1 without a version bump: a hello without a
+/// token is byte for byte the `hello` golden above.
+#[test]
+fn hello_with_join_token() {
+    golden(
+        frame(Kind::Hello(pb::Hello {
+            min_version: 1,
+            max_version: 1,
+            capabilities: vec!["tcp-relay".into()],
+            agent_version: "0.1.0 (abc1234)".into(),
+            pairing_code: "ABCD-EFGH".into(),
+            initial_window: 262_144,
+            join_token: "objt_0123456789".into(),
+        })),
+        concat!(
+            "00000042 0a40",
+            "080110011a097463702d72656c6179220f302e312e302028616263313233",
+            "34292a09414243442d4546474830808010",
+            "3a0f6f626a745f30313233343536373839",
+        ),
+    );
+}
+
+/// A gateway built before join tokens decodes the new hello and skips the token.
+#[test]
+fn hello_with_join_token_decodes_as_an_old_hello() {
+    use prost::Message as _;
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct OldHello {
+        #[prost(uint32, tag = "1")]
+        min_version: u32,
+        #[prost(uint32, tag = "2")]
+        max_version: u32,
+        #[prost(string, repeated, tag = "3")]
+        capabilities: Vec<String>,
+        #[prost(string, tag = "4")]
+        agent_version: String,
+        #[prost(string, tag = "5")]
+        pairing_code: String,
+        #[prost(uint32, tag = "6")]
+        initial_window: u32,
+    }
+    // The Hello message inside the golden frame above (after `00000042 0a40`).
+    let body = unhex(concat!(
+        "080110011a097463702d72656c6179220f302e312e302028616263313233",
+        "34292a09414243442d4546474830808010",
+        "3a0f6f626a745f30313233343536373839",
+    ));
+    let old = OldHello::decode(body.as_slice()).expect("an old decoder accepts it");
+    assert_eq!(old.pairing_code, "ABCD-EFGH");
+    assert_eq!(old.initial_window, 262_144);
+    assert_eq!(old.capabilities, ["tcp-relay"]);
 }
 
 #[test]
@@ -468,6 +523,39 @@ fn request_and_reply_serial_break() {
 }
 
 #[test]
+fn request_and_reply_join_result() {
+    golden(
+        frame(Kind::Request(pb::Request {
+            request_id: 9,
+            body: Some(pb::request::Body::JoinResult(pb::JoinResult {
+                outcome: pb::JoinOutcome::Accepted as i32,
+                message: "adopted".into(),
+                tenant_id: "tn-1".into(),
+            })),
+        })),
+        "00000017 5215 0809 3a11 0801 120761646f70746564 1a04746e2d31",
+    );
+    golden(
+        frame(Kind::Request(pb::Request {
+            request_id: 9,
+            body: Some(pb::request::Body::JoinResult(pb::JoinResult {
+                outcome: pb::JoinOutcome::Refused as i32,
+                message: "used".into(),
+                tenant_id: String::new(),
+            })),
+        })),
+        "0000000e 520c 0809 3a08 0802 120475736564",
+    );
+    golden(
+        frame(Kind::Reply(pb::Reply {
+            request_id: 9,
+            body: Some(pb::reply::Body::JoinResult(pb::JoinResultReply {})),
+        })),
+        "00000006 5a04 0809 4200",
+    );
+}
+
+#[test]
 fn request_power_ipmi15_opt_in() {
     golden(
         frame(Kind::Request(pb::Request {
@@ -579,6 +667,16 @@ fn enum_values_are_pinned() {
     ];
     for (d, n) in boot {
         assert_eq!(d as i32, n, "{d:?}");
+    }
+    let join = [
+        (pb::JoinOutcome::Unspecified, 0),
+        (pb::JoinOutcome::Accepted, 1),
+        (pb::JoinOutcome::Refused, 2),
+        (pb::JoinOutcome::AlreadyDecided, 3),
+        (pb::JoinOutcome::NotUsed, 4),
+    ];
+    for (o, n) in join {
+        assert_eq!(o as i32, n, "{o:?}");
     }
     assert_eq!(pb::EndpointSource::Config as i32, 1);
     assert_eq!(pb::EndpointSource::Discovery as i32, 2);

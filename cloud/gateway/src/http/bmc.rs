@@ -430,6 +430,7 @@ fn unexpected(b: &reply::Body) -> ApiError {
         reply::Body::BmcInfo(_) => "bmc_info",
         reply::Body::BootDevice(_) => "boot_device",
         reply::Body::SerialBreak(_) => "serial_break",
+        reply::Body::JoinResult(_) => "join_result",
     };
     ApiError::refused(
         StatusCode::BAD_GATEWAY,
