@@ -32,6 +32,8 @@ options:
   --ca-file PEM              CA certificate(s) that sign the gateway certificate
   --ca-fingerprint HEX       SHA-256 of the DER CA certificate the gateway chain ends in
   --state-dir DIR            where the identity key lives (default /var/lib/outband-agent)
+  --join-token-file FILE     join token (objt_...) for adoption without a pairing code;
+                             presented until the gateway reports it used or refused
   --allow TARGET             BMC endpoint the agent may use (repeatable): host:port,
                              vnc://, ipmi:// (UDP), https://, http://, ws://, wss://
                              host[:port][/path]
@@ -115,6 +117,8 @@ pub struct Config {
     pub trust: Trust,
     /// State directory (identity key).
     pub state_dir: PathBuf,
+    /// File holding a join token (read at start, see `join.rs`).
+    pub join_token_file: Option<PathBuf>,
     /// BMC endpoints the agent may dial.
     pub allow: AllowList,
     /// Reconnect policy.
@@ -163,6 +167,7 @@ struct Raw {
     ca_file: Option<PathBuf>,
     ca_fingerprint: Option<String>,
     state_dir: Option<PathBuf>,
+    join_token_file: Option<PathBuf>,
     allow: Option<Vec<String>>,
     backoff_base_ms: Option<u64>,
     backoff_cap_ms: Option<u64>,
@@ -185,6 +190,7 @@ impl Raw {
             ca_file: self.ca_file.or(file.ca_file),
             ca_fingerprint: self.ca_fingerprint.or(file.ca_fingerprint),
             state_dir: self.state_dir.or(file.state_dir),
+            join_token_file: self.join_token_file.or(file.join_token_file),
             allow: self.allow.or(file.allow),
             backoff_base_ms: self.backoff_base_ms.or(file.backoff_base_ms),
             backoff_cap_ms: self.backoff_cap_ms.or(file.backoff_cap_ms),
@@ -225,6 +231,7 @@ where
             Long("ca-file") => raw.ca_file = Some(value(&mut parser)?.into()),
             Long("ca-fingerprint") => raw.ca_fingerprint = Some(value(&mut parser)?),
             Long("state-dir") => raw.state_dir = Some(value(&mut parser)?.into()),
+            Long("join-token-file") => raw.join_token_file = Some(value(&mut parser)?.into()),
             Long("allow") => raw
                 .allow
                 .get_or_insert_with(Vec::new)
@@ -455,6 +462,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         server_name,
         trust,
         state_dir: raw.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+        join_token_file: raw.join_token_file,
         allow: AllowList::new(allowed),
         backoff: Backoff {
             base: Duration::from_millis(base),
@@ -541,6 +549,26 @@ mod tests {
         assert_eq!(c.connect_timeout, Duration::from_secs(10));
         assert_eq!(c.window, 262_144);
         assert_eq!(c.log, tracing::Level::INFO);
+        assert_eq!(c.join_token_file, None);
+    }
+
+    #[test]
+    fn join_token_file_from_flag_or_file() {
+        let mut args = base();
+        args.extend(["--join-token-file", "/boot/join-token"]);
+        assert_eq!(
+            run(&args).unwrap().join_token_file,
+            Some(PathBuf::from("/boot/join-token"))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outband.toml");
+        std::fs::write(
+            &path,
+            "gateway = \"gw:1\"\nca_file = \"/ca.pem\"\njoin_token_file = \"/boot/jt\"\n",
+        )
+        .unwrap();
+        let c = run(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(c.join_token_file, Some(PathBuf::from("/boot/jt")));
     }
 
     #[test]

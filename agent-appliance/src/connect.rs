@@ -101,12 +101,12 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Prepares an agent (no I/O besides what `tls` already did).
+    /// Prepares an agent (no I/O besides what `tls` already did and reading the join
+    /// token file and its state).
     pub fn new(config: Config, identity: Identity, tls: Arc<ClientConfig>) -> Agent {
-        let relay = Arc::new(RelayContext::new(
-            config.allow.clone(),
-            config.connect_timeout,
-        ));
+        let mut relay = RelayContext::new(config.allow.clone(), config.connect_timeout);
+        relay.join = crate::join::Join::load(config.join_token_file.as_deref(), &config.state_dir);
+        let relay = Arc::new(relay);
         Agent {
             config,
             identity,
@@ -199,12 +199,18 @@ impl Agent {
         if self.config.discovery.is_some() {
             caps.push(handshake::CAP_DISCOVERY);
         }
-        let hello = handshake::hello_with(
+        let mut hello = handshake::hello_with(
             crate::VERSION,
             self.identity.pairing_code(),
             self.config.window,
             &caps,
         );
+        if let (Some(frame::Kind::Hello(h)), Some(token)) =
+            (hello.kind.as_mut(), self.relay.join.token())
+        {
+            tracing::debug!("presenting the join token in the hello");
+            h.join_token = token.expose().to_owned();
+        }
         outband_tunnel::write_frame(io, &hello, DEFAULT_MAX_FRAME_LEN)
             .await
             .map_err(ConnectError::Hello)?;

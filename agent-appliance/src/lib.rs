@@ -7,6 +7,7 @@
 //! Layout:
 //! - [`config`]: command line and config file, validated into [`config::Config`].
 //! - [`identity`]: the persistent key, agent id, pairing code, client certificate.
+//! - [`join`]: the join token (file, hello, outcome recorded in the state dir).
 //! - [`tls`]: the rustls client configuration and gateway trust (CA pin).
 //! - [`connect`]: dial loop, hello exchange, backoff policy use.
 //! - [`discovery`]: BMC discovery on configured ranges (RMCP ping, Redfish probe).
@@ -27,6 +28,7 @@ pub mod connect;
 pub mod console;
 pub mod discovery;
 pub mod identity;
+pub mod join;
 pub mod log;
 pub mod relay;
 pub mod target;

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use outband_proto::pb::{
-    AgentInfoReply, CloseCode, Endpoint, EndpointSource, ErrorReply, InventoryReport, RefuseCode,
-    SerialBreakReply, StreamKind, reply, request,
+    AgentInfoReply, CloseCode, Endpoint, EndpointSource, ErrorReply, InventoryReport,
+    JoinResultReply, RefuseCode, SerialBreakReply, StreamKind, reply, request,
 };
 use outband_tunnel::{Incoming, PendingStream, Stream, Tunnel};
 use smol::channel::{Receiver, Sender};
@@ -47,6 +48,8 @@ pub struct RelayContext {
     pub inventory_changed: (Sender<()>, Receiver<()>),
     /// Open IPMI SOL streams by stream id: where a serial break request goes.
     pub serial_breaks: Mutex<HashMap<u32, Sender<()>>>,
+    /// The join token and its outcome (`JoinResult` requests land here).
+    pub join: crate::join::Join,
 }
 
 impl RelayContext {
@@ -60,6 +63,7 @@ impl RelayContext {
             discovered: Mutex::new(Vec::new()),
             inventory_changed: smol::channel::bounded(1),
             serial_breaks: Mutex::new(HashMap::new()),
+            join: crate::join::Join::none(Path::new("")),
         }
     }
 
@@ -177,6 +181,13 @@ fn answer(body: Option<request::Body>, ctx: &RelayContext, addresses: &[String])
             Ok(()) => reply::Body::SerialBreak(SerialBreakReply {}),
             Err((code, message)) => reply::Body::Error(ErrorReply {
                 code: code.into(),
+                message,
+            }),
+        },
+        Some(request::Body::JoinResult(r)) => match ctx.join.record(&r) {
+            Ok(()) => reply::Body::JoinResult(JoinResultReply {}),
+            Err(message) => reply::Body::Error(ErrorReply {
+                code: "join_not_recorded".into(),
                 message,
             }),
         },
