@@ -20,6 +20,7 @@ use outband_proto::pb::{self, reply, request};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, agent_not_found};
+use crate::registry::Registry;
 
 /// How long a BMC request may take end to end. IPMI retransmits and Redfish TLS
 /// handshakes can take seconds; the agent bounds each step itself, this is the backstop.
@@ -187,20 +188,31 @@ pub(super) async fn power(
     body: Result<Json<PowerBody>, JsonRejection>,
 ) -> Result<Json<PowerAnswer>, ApiError> {
     let Json(req) = body?;
-    check_endpoint(&req.endpoint)?;
-    let action = pb::PowerAction::from(req.action);
+    let auth = req.auth.into_pb()?;
+    let state = power_request(&s.registry, &id, &req.endpoint, auth, req.action).await?;
+    Ok(Json(PowerAnswer { state }))
+}
+
+/// Has agent `agent_id` carry out `action` on the BMC at `endpoint`; the power state
+/// read back after it (`on`, `off`, `unknown`). Shared by the operator and user APIs.
+pub async fn power_request(
+    registry: &Registry,
+    agent_id: &str,
+    endpoint: &str,
+    auth: pb::BmcAuth,
+    action: PowerActionName,
+) -> Result<&'static str, ApiError> {
+    check_endpoint(endpoint)?;
     let body = request::Body::Power(pb::PowerRequest {
-        endpoint: req.endpoint.clone(),
-        auth: Some(Box::new(req.auth.into_pb()?)),
-        action: action as i32,
+        endpoint: endpoint.to_owned(),
+        auth: Some(Box::new(auth)),
+        action: pb::PowerAction::from(action) as i32,
     });
-    match call(&s, &id, body).await? {
+    match call(registry, agent_id, body).await? {
         reply::Body::Power(p) => {
             let state = pb::PowerState::try_from(p.state).unwrap_or(pb::PowerState::Unknown);
-            tracing::info!(agent_id = %id, endpoint = %req.endpoint, action = ?req.action, state = power_state_name(state), "power request done");
-            Ok(Json(PowerAnswer {
-                state: power_state_name(state),
-            }))
+            tracing::info!(agent_id = %agent_id, endpoint = %endpoint, action = ?action, state = power_state_name(state), "power request done");
+            Ok(power_state_name(state))
         }
         other => Err(unexpected(&other)),
     }
@@ -237,19 +249,33 @@ pub(super) async fn bmc_info(
     body: Result<Json<InfoBody>, JsonRejection>,
 ) -> Result<Json<InfoAnswer>, ApiError> {
     let Json(req) = body?;
-    check_endpoint(&req.endpoint)?;
+    let auth = req.auth.into_pb()?;
+    Ok(Json(
+        bmc_info_request(&s.registry, &id, &req.endpoint, auth).await?,
+    ))
+}
+
+/// Has agent `agent_id` read the identity of the BMC at `endpoint`. Shared by the
+/// operator and user APIs.
+pub async fn bmc_info_request(
+    registry: &Registry,
+    agent_id: &str,
+    endpoint: &str,
+    auth: pb::BmcAuth,
+) -> Result<InfoAnswer, ApiError> {
+    check_endpoint(endpoint)?;
     let body = request::Body::BmcInfo(pb::BmcInfoRequest {
-        endpoint: req.endpoint,
-        auth: Some(Box::new(req.auth.into_pb()?)),
+        endpoint: endpoint.to_owned(),
+        auth: Some(Box::new(auth)),
     });
-    match call(&s, &id, body).await? {
-        reply::Body::BmcInfo(i) => Ok(Json(InfoAnswer {
+    match call(registry, agent_id, body).await? {
+        reply::Body::BmcInfo(i) => Ok(InfoAnswer {
             protocol: i.protocol,
             manufacturer: i.manufacturer,
             model: i.model,
             firmware_version: i.firmware_version,
             ipmi_cipher_suite: i.ipmi_cipher_suite,
-        })),
+        }),
         other => Err(unexpected(&other)),
     }
 }
@@ -337,7 +363,7 @@ pub(super) async fn boot_device(
         device: req.device.map_or(pb::BootDevice::Unspecified, boot_to_pb) as i32,
         persistent: req.persistent,
     });
-    match call(&s, &id, body).await? {
+    match call(&s.registry, &id, body).await? {
         reply::Body::BootDevice(b) => Ok(Json(BootAnswer {
             device: boot_from_pb(
                 pb::BootDevice::try_from(b.device).unwrap_or(pb::BootDevice::Unspecified),
@@ -349,9 +375,12 @@ pub(super) async fn boot_device(
 }
 
 /// Sends `body` to the agent and maps its error replies to HTTP.
-async fn call(s: &AppState, agent_id: &str, body: request::Body) -> Result<reply::Body, ApiError> {
-    let tunnel = s
-        .registry
+async fn call(
+    registry: &Registry,
+    agent_id: &str,
+    body: request::Body,
+) -> Result<reply::Body, ApiError> {
+    let tunnel = registry
         .tunnel(agent_id)
         .ok_or_else(|| agent_not_found(agent_id))?;
     let reply = match tokio::time::timeout(BMC_REQUEST_TIMEOUT, tunnel.request(body)).await {

@@ -215,13 +215,31 @@ impl ManagerClient {
             .await
     }
 
-    async fn call<B: Serialize, R: DeserializeOwned>(
+    /// One call with a JSON body (or none) and a JSON answer, within the deadline.
+    pub(crate) async fn call<B: Serialize, R: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         token: Option<&Secret>,
         body: Option<&B>,
     ) -> Result<R, ClientError> {
+        let call = format!("{method} {}", path.split('?').next().unwrap_or(path));
+        let bytes = self.call_raw(method, path, token, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Body {
+            call,
+            message: e.to_string(),
+        })
+    }
+
+    /// Like [`ManagerClient::call`], the successful answer's body as bytes (at most
+    /// [`MAX_RESPONSE`]).
+    pub(crate) async fn call_raw<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&Secret>,
+        body: Option<&B>,
+    ) -> Result<Bytes, ClientError> {
         let call = format!("{method} {}", path.split('?').next().unwrap_or(path));
         let fut = self.call_inner(&call, method, path, token, body);
         match tokio::time::timeout(self.timeout, fut).await {
@@ -233,14 +251,14 @@ impl ManagerClient {
         }
     }
 
-    async fn call_inner<B: Serialize, R: DeserializeOwned>(
+    async fn call_inner<B: Serialize>(
         &self,
         call: &str,
         method: Method,
         path: &str,
         token: Option<&Secret>,
         body: Option<&B>,
-    ) -> Result<R, ClientError> {
+    ) -> Result<Bytes, ClientError> {
         let transport = |message: String| ClientError::Transport {
             call: call.to_owned(),
             message,
@@ -318,7 +336,7 @@ impl ManagerClient {
                 message,
             });
         }
-        serde_json::from_slice(&collected).map_err(|e| body_err(e.to_string()))
+        Ok(collected)
     }
 
     fn host_for_header(&self) -> String {

@@ -16,10 +16,16 @@
 //! - [`secret`]: the credential and token wrapper (`***` in Debug, zeroized).
 //! - [`token_store`]: the token file.
 //! - [`revocations`]: the ended login sessions with the feed cursor.
+//! - [`jwks`]: the manager's signing keys, cached, for verifying user tokens locally.
+//! - [`session`]: session authorization (may this user do this on this server?).
+//! - [`events`]: user actions queued for the manager's audit log.
 
 pub mod client;
+pub mod events;
+pub mod jwks;
 pub mod revocations;
 pub mod secret;
+pub mod session;
 pub mod token_store;
 
 use std::path::PathBuf;
@@ -82,6 +88,8 @@ pub struct ManagerLink {
     state_dir: PathBuf,
     client: ManagerClient,
     status: Mutex<ManagerStatus>,
+    /// The gateway token in use (set by the heartbeat loop), for the other calls.
+    token: Mutex<Option<Secret>>,
     /// Ended login sessions.
     pub revocations: Revocations,
 }
@@ -196,12 +204,18 @@ impl ManagerLink {
             config,
             state_dir,
             client,
+            token: Mutex::new(None),
             revocations: Revocations::default(),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ManagerStatus> {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The gateway token the heartbeat loop uses now; `None` until registered.
+    pub(crate) fn gateway_token(&self) -> Option<Secret> {
+        self.token.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The current status.
@@ -364,6 +378,7 @@ impl ManagerLink {
         let Some(t) = token.as_ref() else {
             return false;
         };
+        *self.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.token.clone());
         let body = report(&registry.list());
         match self.client.heartbeat(&t.token, &body).await {
             Ok(resp) => {
