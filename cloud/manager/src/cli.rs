@@ -56,6 +56,29 @@ pub struct ServeArgs {
     /// HTTP listen address (port 0: any free port, see --ready-file).
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first; needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address. Only behind a TLS-terminating proxy
+    /// (with --trusted-proxy): passwords and tokens would otherwise cross the network
+    /// in clear. Gateway calls are still refused unless the client's own connection was
+    /// encrypted (TLS to us, a loopback peer, or a trusted proxy's X-Forwarded-Proto:
+    /// https).
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub insecure_plain_http: bool,
+    /// A proxy (address or CIDR, repeatable) whose X-Forwarded-For and
+    /// X-Forwarded-Proto are believed. Requests from anyone else: headers ignored.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    pub trusted_proxies: Vec<crate::proxy::Cidr>,
+    /// Time a TLS client gets for its handshake.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// TLS handshakes in progress at most.
+    #[arg(long, default_value_t = 64)]
+    pub max_handshakes: usize,
     /// Write {"http_addr": ...} here once listening.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -144,6 +167,13 @@ impl Cli {
         let mut c = Config {
             database: self.db.database(),
             listen: s.listen,
+            tls: s
+                .tls_cert
+                .clone()
+                .zip(s.tls_key.clone())
+                .map(|(cert, key)| crate::tls::TlsFiles { cert, key }),
+            insecure_plain_http: s.insecure_plain_http,
+            trusted_proxies: s.trusted_proxies.clone(),
             ready_file: s.ready_file.clone(),
             issuer: s.issuer.clone(),
             audience: s.audience.clone(),
@@ -162,6 +192,8 @@ impl Cli {
         c.throttle.lockout = s.lockout;
         c.limits.header_read_timeout = s.header_read_timeout;
         c.limits.max_connections = s.max_connections;
+        c.limits.handshake_timeout = s.handshake_timeout;
+        c.limits.max_handshakes = s.max_handshakes;
         c
     }
 }

@@ -45,6 +45,13 @@ pub struct Config {
     pub database: Database,
     /// HTTP listen address.
     pub listen: SocketAddr,
+    /// Serve HTTPS with these PEM files ([`crate::tls`]).
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// Allow plain HTTP on a non-loopback address (only behind a TLS-terminating
+    /// proxy).
+    pub insecure_plain_http: bool,
+    /// Peers whose `X-Forwarded-For`/`X-Forwarded-Proto` are believed ([`crate::proxy`]).
+    pub trusted_proxies: Vec<crate::proxy::Cidr>,
     /// Write `{"http_addr": ...}` here (atomically) once listening.
     pub ready_file: Option<PathBuf>,
     /// JWT `iss`.
@@ -79,6 +86,9 @@ impl Default for Config {
         Config {
             database: Database::SqliteDir(PathBuf::from("manager-data")),
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            tls: None,
+            insecure_plain_http: false,
+            trusted_proxies: Vec::new(),
             ready_file: None,
             issuer: "outband-manager".into(),
             audience: "outband".into(),
@@ -128,6 +138,18 @@ impl Config {
         if self.issuer.is_empty() || self.audience.is_empty() {
             return Err(ConfigError::Invalid(
                 "issuer and audience must not be empty",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the address the listener is bound to: plain HTTP only on loopback,
+    /// unless [`Config::insecure_plain_http`].
+    pub fn validate_listener(&self, bound: SocketAddr) -> Result<(), ConfigError> {
+        if self.tls.is_none() && !self.insecure_plain_http && !bound.ip().is_loopback() {
+            return Err(ConfigError::Invalid(
+                "refusing plain HTTP on a non-loopback address: give --tls-cert and --tls-key, \
+                 or --insecure-plain-http behind a TLS-terminating proxy",
             ));
         }
         Ok(())

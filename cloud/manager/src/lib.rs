@@ -15,7 +15,9 @@
 //! - [`inventory`]: endpoint URL and fingerprint checks; [`secrets`]: BMC credentials
 //!   at rest (AES-256-GCM, key file); [`session_authz`]: the gateways' question.
 //! - [`http`]: the REST API; [`error`]: error codes and their HTTP status;
-//!   [`metrics`]: counters; [`serve`]: the accept loop (timeouts, connection cap).
+//!   [`metrics`]: counters; [`serve`]: the accept loop (timeouts, connection cap);
+//!   [`tls`]: the HTTPS listener; [`proxy`]: client address and scheme behind
+//!   trusted proxies.
 //!
 //! [`run`] takes a bound listener and a shutdown future, so tests bind port 0.
 #![forbid(unsafe_code)]
@@ -34,10 +36,12 @@ pub mod keys;
 pub mod manager;
 pub mod metrics;
 pub mod password;
+pub mod proxy;
 pub mod secrets;
 pub mod serve;
 pub mod session_authz;
 pub mod store;
+pub mod tls;
 pub mod users;
 
 use serde::{Deserialize, Serialize};
@@ -77,6 +81,9 @@ pub enum ManagerError {
     /// Password hashing setup failed.
     #[error("setting up password hashing")]
     Password(#[from] password::PasswordError),
+    /// The TLS certificate or key is unusable.
+    #[error("TLS listener")]
+    Tls(#[from] tls::TlsError),
     /// The credential key file is unusable, or lacks keys the database uses.
     #[error("BMC credential keys")]
     Secrets(#[from] secrets::SecretError),
@@ -155,11 +162,12 @@ pub async fn run(
 ) -> Result<(), ManagerError> {
     config.validate()?;
     let mut config = config;
-    // The address actually bound (decides whether plain HTTP is acceptable for
-    // gateway credentials: only on loopback).
+    // The address actually bound: plain HTTP only on loopback unless allowed.
     if let Ok(addr) = listener.local_addr() {
         config.listen = addr;
     }
+    config.validate_listener(config.listen)?;
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
     let store = open_store(&config.database).await?;
     let clock = Clock::default();
     if config.bootstrap_admin
@@ -189,10 +197,10 @@ pub async fn run(
             source,
         })?;
     }
-    tracing::info!(http_addr = %addr, backend = ?store.backend(), "manager ready");
+    tracing::info!(http_addr = %addr, tls = tls.is_some(), backend = ?store.backend(), "manager ready");
     let cancel = tokio_util::sync::CancellationToken::new();
     let housekeeping = tokio::spawn(manager.housekeeping_loop(cancel.clone()));
-    serve::serve(listener, app, config.limits, shutdown).await;
+    serve::serve(listener, app, tls, config.limits, shutdown).await;
     cancel.cancel();
     let _ = housekeeping.await;
     store.close().await;

@@ -75,13 +75,6 @@ impl Manager {
         Ok(())
     }
 
-    /// Whether gateway credentials may travel over this manager's listener: it is
-    /// plain HTTP, so only when it is bound to loopback (production: a TLS-terminating
-    /// proxy on the same host in front of a loopback listener).
-    pub fn secure_transport(&self) -> bool {
-        self.config.listen.ip().is_loopback()
-    }
-
     /// One housekeeping pass: ended sessions are kept for [`SESSION_RETENTION_SECS`]
     /// (so a revoked session still reads as revoked for a while), then deleted.
     pub async fn housekeeping(&self) -> Result<Purged, StoreError> {

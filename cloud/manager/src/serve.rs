@@ -2,6 +2,12 @@
 //! its request headers holds a connection forever; here hyper gets a header-read
 //! timeout (which also closes idle keep-alive connections) and the number of open
 //! connections is capped. HTTP/1.1 only.
+//!
+//! With TLS ([`crate::tls`]) the handshake runs in the connection's own task, under
+//! [`Limits::handshake_timeout`] (waiting for a slot included) and at most
+//! [`Limits::max_handshakes`] at once: a client that stalls its handshake costs one
+//! slot for a while, never the accept loop. Every request carries a [`Transport`]
+//! extension saying whether it came over TLS.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,11 +19,21 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+/// How a request reached this listener (a request extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transport {
+    /// Over our TLS listener.
+    pub tls: bool,
+}
 
 /// Connection limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +44,10 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Time open requests get to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// Time a TLS client gets for its handshake (waiting for a slot included).
+    pub handshake_timeout: Duration,
+    /// TLS handshakes in progress at most.
+    pub max_handshakes: usize,
 }
 
 impl Default for Limits {
@@ -36,20 +56,26 @@ impl Default for Limits {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 64,
         }
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets open requests
-/// finish (up to the grace period).
+/// Serves `app` on `listener` (TLS when `tls` is set) until `shutdown` completes,
+/// then lets open requests finish (up to the grace period).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes.max(1)));
+    let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
+    let stop = CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -69,27 +95,71 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = socket.set_nodelay(true);
-        let service = app.clone().map_request(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-            req
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .serve_connection(TokioIo::new(socket), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn);
+        let app = app.clone();
+        // Taken before the handshake: shutdown waits for (or cancels) it too.
+        let watcher = graceful.watcher();
+        let Some(acceptor) = acceptor.clone() else {
+            tokio::spawn(async move {
+                let _permit = permit;
+                serve_connection(socket, peer, false, app, limits, watcher).await;
+            });
+            continue;
+        };
+        let handshakes = handshakes.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            let handshake = async {
+                let _slot = handshakes.acquire().await.expect("semaphore never closed");
+                acceptor.accept(socket).await
+            };
+            let stream = tokio::select! {
+                r = tokio::time::timeout(limits.handshake_timeout, handshake) => match r {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+                _ = stop.cancelled() => return,
+            };
+            serve_connection(stream, peer, true, app, limits, watcher).await;
         });
     }
     drop(listener);
+    stop.cancel();
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!("shutdown grace period over; dropping open connections");
         }
+    }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    app: Router,
+    limits: Limits,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = app.map_request(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+        req.extensions_mut().insert(Transport { tls });
+        req
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

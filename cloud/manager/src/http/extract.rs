@@ -2,6 +2,7 @@
 //! input: a rejected body may hold a password).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -10,6 +11,9 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ErrorCode};
+use crate::manager::Manager;
+use crate::proxy::{self, Client};
+use crate::serve::Transport;
 
 /// A JSON body.
 #[derive(Debug)]
@@ -101,18 +105,56 @@ impl<S: Send + Sync> FromRequestParts<S> for PathIds {
     }
 }
 
-/// The peer address of the TCP connection. (Behind a reverse proxy this is the proxy;
-/// trusted forwarding headers are not supported yet.)
+/// The request's client as far as it can be trusted ([`crate::proxy`]): the TCP peer,
+/// or what a `--trusted-proxy` forwarded; and whether the client's connection was
+/// encrypted. Oversized forwarding headers from a trusted proxy are `400`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo(pub Client);
+
+impl FromRequestParts<Arc<Manager>> for ClientInfo {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, m: &Arc<Manager>) -> Result<Self, ApiError> {
+        if let Some(c) = parts.extensions.get::<ClientInfo>() {
+            return Ok(*c);
+        }
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() else {
+            return Err(ApiError::new(ErrorCode::Internal, "no peer address"));
+        };
+        let tls = parts.extensions.get::<Transport>().is_some_and(|t| t.tls);
+        let values = |name: &str| -> Vec<Option<&str>> {
+            parts
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().ok())
+                .collect()
+        };
+        let xff = values("x-forwarded-for");
+        let xfp = values("x-forwarded-proto");
+        let client = proxy::resolve(
+            peer.ip(),
+            tls,
+            xff.iter().copied(),
+            xfp.into_iter(),
+            &m.config.trusted_proxies,
+        )
+        .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
+        let info = ClientInfo(client);
+        parts.extensions.insert(info);
+        Ok(info)
+    }
+}
+
+/// The client's address ([`ClientInfo`]): what login throttling and the audit log use.
 #[derive(Debug, Clone, Copy)]
 pub struct SourceIp(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for SourceIp {
+impl FromRequestParts<Arc<Manager>> for SourceIp {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(addr)) => Ok(SourceIp(addr.ip().to_canonical())),
-            None => Err(ApiError::new(ErrorCode::Internal, "no peer address")),
-        }
+    async fn from_request_parts(parts: &mut Parts, m: &Arc<Manager>) -> Result<Self, ApiError> {
+        let ClientInfo(c) = ClientInfo::from_request_parts(parts, m).await?;
+        Ok(SourceIp(c.ip))
     }
 }

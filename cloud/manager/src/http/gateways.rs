@@ -2,9 +2,11 @@
 //! calls (`/api/v1/gateway/*`, authenticated by the gateway token).
 //!
 //! Transport: everything here that carries a gateway secret or BMC credentials is
-//! refused (`403 insecure_transport`) unless the manager listens on loopback, since
-//! the manager speaks plain HTTP; in production put a TLS-terminating proxy on the
-//! same host in front of a loopback listener.
+//! refused (`403 insecure_transport`) unless the client's own connection was
+//! encrypted ([`ClientInfo`]): it came over the manager's TLS listener, from a
+//! loopback peer (a TLS-terminating proxy on the same host), or from a trusted proxy
+//! that says `X-Forwarded-Proto: https`. So session authorization never hands BMC
+//! credentials to a plain-HTTP request.
 
 use std::sync::Arc;
 
@@ -21,7 +23,7 @@ use outband_api::gateways::{
 };
 
 use super::bearer::AuthUser;
-use super::extract::{ApiJson, ApiQuery, PathId, SourceIp};
+use super::extract::{ApiJson, ApiQuery, ClientInfo, PathId};
 use super::tenants::check_name;
 use crate::authz::{Action, On, authorize};
 use crate::error::{ApiError, ErrorCode};
@@ -49,7 +51,8 @@ pub const MAX_REVOCATIONS: i64 = 1000;
 fn insecure() -> ApiError {
     ApiError::new(
         ErrorCode::InsecureTransport,
-        "gateway credentials need TLS: the manager must listen on loopback behind a TLS proxy",
+        "gateway credentials and BMC credentials need TLS: use the manager's https listener \
+         (or a TLS proxy on loopback or trusted with X-Forwarded-Proto: https)",
     )
 }
 
@@ -70,8 +73,8 @@ impl FromRequestParts<Arc<Manager>> for AuthGateway {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, m: &Arc<Manager>) -> Result<Self, ApiError> {
-        let SourceIp(ip) = SourceIp::from_request_parts(parts, m).await?;
-        if !m.secure_transport() {
+        let ClientInfo(client) = ClientInfo::from_request_parts(parts, m).await?;
+        if !client.secure {
             return Err(insecure());
         }
         let token = parts
@@ -88,7 +91,7 @@ impl FromRequestParts<Arc<Manager>> for AuthGateway {
         match m.store.gateway_by_token(&ids::hash_token(token)).await? {
             Some(gateway) => Ok(AuthGateway {
                 gateway,
-                source_ip: ip.to_string(),
+                source_ip: client.ip.to_string(),
             }),
             None => Err(ApiError::invalid_token()),
         }
@@ -132,10 +135,11 @@ fn new_credential(now: i64) -> (String, String, i64) {
 pub async fn create_gateway(
     State(m): State<Arc<Manager>>,
     user: AuthUser,
+    ClientInfo(client): ClientInfo,
     ApiJson(req): ApiJson<CreateGatewayRequest>,
 ) -> Result<(StatusCode, Json<GatewayCredential>), ApiError> {
     authorize(&m, &user, Action::ManageGateways, On::Global).await?;
-    if !m.secure_transport() {
+    if !client.secure {
         return Err(insecure());
     }
     let now = m.clock.now();
@@ -210,10 +214,11 @@ pub async fn list_gateways(
 pub async fn new_gateway_credential(
     State(m): State<Arc<Manager>>,
     user: AuthUser,
+    ClientInfo(client): ClientInfo,
     PathId(id): PathId,
 ) -> Result<Json<GatewayCredential>, ApiError> {
     authorize(&m, &user, Action::ManageGateways, On::Global).await?;
-    if !m.secure_transport() {
+    if !client.secure {
         return Err(insecure());
     }
     let not_found = || ApiError::new(ErrorCode::NotFound, "no such object");
@@ -251,10 +256,11 @@ pub async fn new_gateway_credential(
 /// gateway token.
 pub async fn register(
     State(m): State<Arc<Manager>>,
-    SourceIp(ip): SourceIp,
+    ClientInfo(client): ClientInfo,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
-    if !m.secure_transport() {
+    let ip = client.ip;
+    if !client.secure {
         return Err(insecure());
     }
     if req

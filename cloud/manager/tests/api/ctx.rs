@@ -193,6 +193,22 @@ impl TestApp {
         bearer: Option<&str>,
         ip: [u8; 4],
     ) -> Resp {
+        self.send_via(method, path, body, bearer, ip, false, &[])
+            .await
+    }
+
+    /// Sends a request from peer `ip`, over TLS or not, with extra headers.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_via(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        bearer: Option<&str>,
+        ip: [u8; 4],
+        tls: bool,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let mut req = Request::builder().method(method).uri(path);
         if body.is_some() {
             req = req.header("content-type", "application/json");
@@ -200,11 +216,16 @@ impl TestApp {
         if let Some(t) = bearer {
             req = req.header("authorization", format!("Bearer {t}"));
         }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         let mut req = req
             .body(body.map(Body::from).unwrap_or_else(Body::empty))
             .unwrap();
         req.extensions_mut()
             .insert(ConnectInfo(SocketAddr::from((ip, 40000))));
+        req.extensions_mut()
+            .insert(outband_manager::serve::Transport { tls });
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();

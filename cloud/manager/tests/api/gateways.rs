@@ -274,15 +274,17 @@ async fn registration_is_one_time_and_tokens_rotate(db: Db) {
     );
 }
 
-async fn plain_http_on_a_public_listener_refuses_gateway_credentials(db: Db) {
-    let app = TestApp::with_config(db, |c| c.listen = "0.0.0.0:8090".parse().unwrap()).await;
+async fn plain_http_from_a_remote_client_refuses_gateway_credentials(db: Db) {
+    let app = TestApp::new(db).await;
     let root = app.root().await;
+    let remote = [192, 0, 2, 10];
     let r = app
-        .call(
+        .send(
             Method::POST,
             "/api/v1/gateways",
-            Some(json!({"name": "g"})),
-            &root,
+            Some(json!({"name": "g"}).to_string()),
+            Some(&root),
+            remote,
         )
         .await;
     assert_eq!(
@@ -290,23 +292,39 @@ async fn plain_http_on_a_public_listener_refuses_gateway_credentials(db: Db) {
         (StatusCode::FORBIDDEN, "insecure_transport")
     );
     let r = app
-        .post(
+        .send(
+            Method::POST,
             "/api/v1/gateway/register",
-            json!({"registration_credential": "obgr_x"}),
+            Some(json!({"registration_credential": "obgr_x"}).to_string()),
+            None,
+            remote,
         )
         .await;
     assert_eq!(r.code(), "insecure_transport");
     for path in ["/api/v1/gateway/heartbeat", "/api/v1/gateway/session-authz"] {
-        let r = app.call(Method::POST, path, Some(json!({})), "obg_x").await;
+        let r = app
+            .send(Method::POST, path, Some("{}".into()), Some("obg_x"), remote)
+            .await;
         assert_eq!(r.code(), "insecure_transport", "{path}");
     }
     // The user API is unaffected.
-    assert_eq!(
-        app.call(Method::GET, "/api/v1/me", None, &root)
-            .await
-            .status,
-        StatusCode::OK
-    );
+    let r = app
+        .send(Method::GET, "/api/v1/me", None, Some(&root), remote)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    // The same remote client over TLS may.
+    let r = app
+        .send_via(
+            Method::POST,
+            "/api/v1/gateways",
+            Some(json!({"name": "g"}).to_string()),
+            Some(&root),
+            remote,
+            true,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
 }
 
 async fn session_authz_follows_roles_tenants_gateways_and_sessions(db: Db) {
@@ -620,6 +638,6 @@ async fn session_authz_follows_roles_tenants_gateways_and_sessions(db: Db) {
 
 both!(
     registration_is_one_time_and_tokens_rotate,
-    plain_http_on_a_public_listener_refuses_gateway_credentials,
+    plain_http_from_a_remote_client_refuses_gateway_credentials,
     session_authz_follows_roles_tenants_gateways_and_sessions,
 );

@@ -15,6 +15,8 @@ mod keys;
 mod login;
 mod ops;
 mod password;
+mod proxy;
 mod refresh;
 mod servers;
 mod tenants;
+mod tls;

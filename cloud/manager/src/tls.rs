@@ -1,0 +1,60 @@
+//! The manager's own TLS listener (`--tls-cert`, `--tls-key`): rustls with the ring
+//! provider, TLS 1.3 and 1.2 only, HTTP/1.1 by ALPN, no client certificates. The
+//! accept loop ([`crate::serve`]) runs each handshake in its connection's task under a
+//! deadline and a cap on handshakes in progress, so a client that stalls its handshake
+//! holds one slot for at most the deadline and never delays the others.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// PEM files of the listener's certificate chain and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// The TLS files are unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read or holds no usable PEM object.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// rustls refused the certificate and key (e.g. they do not match).
+    #[error("TLS certificate and key")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Reads the files and builds the server configuration.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let bad = |path: &Path, message: String| TlsError::File {
+        path: path.to_owned(),
+        message,
+    };
+    let chain = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| bad(&files.cert, e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&files.cert, e.to_string()))?;
+    if chain.is_empty() {
+        return Err(bad(&files.cert, "no certificate in the file".into()));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| bad(&files.key, e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
