@@ -19,6 +19,8 @@ pub struct AuditQuery {
     pub actor_id: Option<String>,
     /// Only entries with this action (e.g. `login`).
     pub action: Option<String>,
+    /// Only entries about this object (a server, user, session, gateway id...).
+    pub target: Option<String>,
     /// Only entries with an id below this (paging: pass the last id seen).
     pub before_id: Option<i64>,
     /// At most this many entries (default 100, maximum 1000).

@@ -167,3 +167,52 @@ pub struct UserList {
     /// Users by email.
     pub users: Vec<User>,
 }
+
+/// `POST /api/v1/tenants/{tenant_id}/users/{user_id}/password` (the tenant's admins,
+/// global admins; not on one's own account): sets a one-time password. The user must
+/// change it at the next login; every session of the user ends (they appear in the
+/// gateways' revocation feed).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ResetPasswordRequest {
+    /// The one-time password, 12-1024 bytes; omitted: generated and returned once.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 12, max_length = 1024))]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ResetPasswordRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResetPasswordRequest")
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// `POST /api/v1/tenants/{tenant_id}/users/{user_id}/password` response.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ResetPasswordResponse {
+    /// The user (now `password_change_required`).
+    pub user: User,
+    /// The generated one-time password, shown only here (absent when the request gave
+    /// one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_time_password: Option<String>,
+    /// Login sessions ended.
+    pub sessions_revoked: u64,
+}
+
+impl std::fmt::Debug for ResetPasswordResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResetPasswordResponse")
+            .field("user", &self.user)
+            .field(
+                "one_time_password",
+                &self.one_time_password.as_ref().map(|_| "***"),
+            )
+            .field("sessions_revoked", &self.sessions_revoked)
+            .finish()
+    }
+}

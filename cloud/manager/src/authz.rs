@@ -33,6 +33,10 @@ pub enum Action {
     RotateKeys,
     /// Create tenants (global).
     CreateTenant,
+    /// Delete tenants (global).
+    DeleteTenant,
+    /// Reset, disable or delete an account that is a global admin (global).
+    ManageGlobalAdmins,
     /// See a tenant (its own members).
     ViewTenant,
     /// List, create and change the users of a tenant (tenant admins).
@@ -65,6 +69,8 @@ impl Action {
             Action::ReadAudit => "read_audit",
             Action::RotateKeys => "rotate_keys",
             Action::CreateTenant => "create_tenant",
+            Action::DeleteTenant => "delete_tenant",
+            Action::ManageGlobalAdmins => "manage_global_admins",
             Action::ViewTenant => "view_tenant",
             Action::ManageUsers => "manage_users",
             Action::ViewServer => "view_server",
@@ -86,6 +92,8 @@ impl Action {
             Action::ReadAudit
             | Action::RotateKeys
             | Action::CreateTenant
+            | Action::DeleteTenant
+            | Action::ManageGlobalAdmins
             | Action::ManageGateways => None,
             Action::ViewTenant
             | Action::ViewServer
@@ -303,6 +311,8 @@ mod tests {
             Action::ReadAudit,
             Action::RotateKeys,
             Action::CreateTenant,
+            Action::DeleteTenant,
+            Action::ManageGlobalAdmins,
             Action::ManageGateways,
         ] {
             assert_eq!(

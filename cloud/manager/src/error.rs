@@ -41,6 +41,10 @@ pub enum ErrorCode {
     NotFound,
     /// The object exists already (unique name or email).
     Conflict,
+    /// The tenant still has users or servers.
+    TenantNotEmpty,
+    /// Servers are still bound to the gateway.
+    GatewayInUse,
     /// Route exists, method does not.
     MethodNotAllowed,
     /// Gateway credentials over plain HTTP on a non-loopback listener.
@@ -68,6 +72,8 @@ impl ErrorCode {
             ErrorCode::PasswordChangeRequired => "password_change_required",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::TenantNotEmpty => "tenant_not_empty",
+            ErrorCode::GatewayInUse => "gateway_in_use",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::InsecureTransport => "insecure_transport",
@@ -90,7 +96,9 @@ impl ErrorCode {
             | ErrorCode::PasswordChangeRequired
             | ErrorCode::InsecureTransport => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::Conflict | ErrorCode::TenantNotEmpty | ErrorCode::GatewayInUse => {
+                StatusCode::CONFLICT
+            }
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Busy => StatusCode::SERVICE_UNAVAILABLE,

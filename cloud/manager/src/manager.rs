@@ -95,7 +95,12 @@ impl Manager {
             }
             match self.housekeeping().await {
                 Ok(p) if p != Purged::default() => {
-                    tracing::info!(sessions = p.sessions, throttle = p.throttle, "housekeeping")
+                    tracing::info!(
+                        sessions = p.sessions,
+                        throttle = p.throttle,
+                        users = p.users,
+                        "housekeeping"
+                    )
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "housekeeping failed"),

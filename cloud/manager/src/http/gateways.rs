@@ -32,6 +32,7 @@ use crate::inventory;
 use crate::manager::Manager;
 use crate::store::StoreError;
 use crate::store::audit::NewAudit;
+use crate::store::gateways::GatewayDeletion;
 
 /// Prefix of registration credentials.
 pub const REGISTRATION_PREFIX: &str = "obgr_";
@@ -238,6 +239,45 @@ pub async fn new_gateway_credential(
         registration_credential: secret,
         expires_at,
     }))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/gateways/{gateway_id}",
+    tag = "gateways",
+    params(("gateway_id" = String, Path, description = "Gateway id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted: its token stops working at once"),
+        (status = 401, description = "unauthenticated / invalid_token", body = ErrorBody),
+        (status = 403, description = "forbidden (global admins)", body = ErrorBody),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = 409, description = "gateway_in_use: servers are bound to it; re-point them first", body = ErrorBody)
+    )
+)]
+/// `DELETE /api/v1/gateways/{gateway_id}` (global admins). Servers bound to the
+/// gateway are not unbound behind their tenants' backs: while any names it, the answer
+/// is `409 gateway_in_use`.
+pub async fn delete_gateway(
+    State(m): State<Arc<Manager>>,
+    user: AuthUser,
+    PathId(id): PathId,
+) -> Result<StatusCode, ApiError> {
+    authorize(&m, &user, Action::ManageGateways, On::Global).await?;
+    let not_found = || ApiError::new(ErrorCode::NotFound, "no such object");
+    let gateway = m.store.gateway_by_id(&id).await?.ok_or_else(not_found)?;
+    match m.store.delete_gateway(&gateway.id).await? {
+        GatewayDeletion::Deleted => {
+            m.audit(user.audit("gateway_delete", &gateway.id, &gateway.name))
+                .await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        GatewayDeletion::InUse { servers } => Err(ApiError::new(
+            ErrorCode::GatewayInUse,
+            format!("{servers} servers are bound to this gateway: re-point or delete them first"),
+        )),
+        GatewayDeletion::Missing => Err(not_found()),
+    }
 }
 
 #[utoipa::path(

@@ -46,10 +46,17 @@ pub fn router(manager: Arc<Manager>) -> Router {
             "/api/v1/tenants",
             post(tenants::create_tenant).get(tenants::list_tenants),
         )
-        .route("/api/v1/tenants/{tenant_id}", get(tenants::get_tenant))
+        .route(
+            "/api/v1/tenants/{tenant_id}",
+            get(tenants::get_tenant).delete(tenants::delete_tenant),
+        )
         .route(
             "/api/v1/gateways",
             post(gateways::create_gateway).get(gateways::list_gateways),
+        )
+        .route(
+            "/api/v1/gateways/{gateway_id}",
+            axum::routing::delete(gateways::delete_gateway),
         )
         .route(
             "/api/v1/gateways/{gateway_id}/credential",
@@ -84,7 +91,11 @@ pub fn router(manager: Arc<Manager>) -> Router {
         )
         .route(
             "/api/v1/tenants/{tenant_id}/users/{user_id}",
-            axum::routing::put(tenants::update_user),
+            axum::routing::put(tenants::update_user).delete(tenants::delete_user),
+        )
+        .route(
+            "/api/v1/tenants/{tenant_id}/users/{user_id}/password",
+            post(tenants::reset_password),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -7,8 +7,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use outband_api::ErrorBody;
 use outband_api::tenants::{
-    CreateTenantRequest, CreateUserRequest, CreatedUser, Tenant, TenantList, UpdateUserRequest,
-    User, UserList,
+    CreateTenantRequest, CreateUserRequest, CreatedUser, ResetPasswordRequest,
+    ResetPasswordResponse, Tenant, TenantList, UpdateUserRequest, User, UserList,
 };
 
 use super::bearer::AuthUser;
@@ -19,6 +19,8 @@ use crate::ids;
 use crate::manager::Manager;
 use crate::store::StoreError;
 use crate::store::audit::NewAudit;
+use crate::store::tenants::TenantDeletion;
+use crate::store::users::UserRow;
 use crate::users::{self, Creator};
 
 /// Longest tenant name, bytes.
@@ -243,31 +245,18 @@ pub async fn update_user(
     PathIds(tenant_id, user_id): PathIds,
     ApiJson(req): ApiJson<UpdateUserRequest>,
 ) -> Result<Json<User>, ApiError> {
-    // The user is an object of its tenant; one named under another tenant's path is
-    // missing.
-    let target = m
-        .store
-        .user_by_id(&user_id)
-        .await?
-        .filter(|u| u.tenant_id.as_deref() == Some(tenant_id.as_str()));
-    let on = On::Object {
-        id: &user_id,
-        tenant: target.as_ref().and_then(|u| u.tenant_id.as_deref()),
-    };
-    authorize(&m, &user, Action::ManageUsers, on).await?;
-    let target = target.ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such object"))?;
-    if target.id == user.user.id {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "an admin cannot change their own role or disable themselves",
-        ));
-    }
+    let target = member_for(&m, &user, &tenant_id, &user_id).await?;
+    not_oneself(
+        &user,
+        &target,
+        "an admin cannot change their own role or disable themselves",
+    )?;
     let now = m.clock.now();
     let revoked = m
         .store
         .update_membership(&target.id, req.role, req.disabled, now)
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such object"))?;
+        .ok_or_else(not_found)?;
     let detail = format!(
         "{}{} sessions_revoked={revoked}",
         req.role.as_str(),
@@ -275,12 +264,192 @@ pub async fn update_user(
     );
     m.audit(user.audit("user_update", &target.id, &detail))
         .await?;
-    let updated = m
+    current(&m, &target.id).await.map(Json)
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such object")
+}
+
+fn not_oneself(user: &AuthUser, target: &UserRow, message: &'static str) -> Result<(), ApiError> {
+    if target.id == user.user.id {
+        return Err(ApiError::new(ErrorCode::InvalidRequest, message));
+    }
+    Ok(())
+}
+
+async fn current(m: &Manager, id: &str) -> Result<User, ApiError> {
+    let row = m.store.user_by_id(id).await?.ok_or_else(not_found)?;
+    Ok(users::to_api(&row))
+}
+
+/// Looks a user of `tenant_id` up and authorizes managing it: the user is an object
+/// of its tenant (one named under another tenant's path is missing); an account that
+/// is also a global admin is for global admins only (asked after the tenant check, so
+/// nothing leaks across tenants).
+async fn member_for(
+    m: &Manager,
+    user: &AuthUser,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<UserRow, ApiError> {
+    let target = m
         .store
-        .user_by_id(&target.id)
+        .user_by_id(user_id)
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such object"))?;
-    Ok(Json(users::to_api(&updated)))
+        .filter(|u| u.tenant_id.as_deref() == Some(tenant_id));
+    let on = On::Object {
+        id: user_id,
+        tenant: target.as_ref().and_then(|u| u.tenant_id.as_deref()),
+    };
+    authorize(m, user, Action::ManageUsers, on).await?;
+    if target.as_ref().is_some_and(|t| t.is_global_admin) {
+        authorize(m, user, Action::ManageGlobalAdmins, on).await?;
+    }
+    target.ok_or_else(not_found)
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{tenant_id}/users/{user_id}/password",
+    tag = "tenants",
+    params(
+        ("tenant_id" = String, Path, description = "Tenant id"),
+        ("user_id" = String, Path, description = "User id")
+    ),
+    request_body = ResetPasswordRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One-time password set; the user's sessions ended", body = ResetPasswordResponse),
+        (status = 400, description = "invalid_request (e.g. one's own account)", body = ErrorBody),
+        (status = 401, description = "unauthenticated / invalid_token", body = ErrorBody),
+        (status = 403, description = "forbidden (tenant admins, global admins)", body = ErrorBody),
+        (status = 404, description = "not_found (also a user of another tenant)", body = ErrorBody),
+        (status = 503, description = "busy", body = ErrorBody)
+    )
+)]
+/// `POST /api/v1/tenants/{tenant_id}/users/{user_id}/password`: an admin sets a
+/// one-time password (given, or generated and returned once); the user must change it
+/// at the next login, and every session of the user ends (revocation feed).
+pub async fn reset_password(
+    State(m): State<Arc<Manager>>,
+    user: AuthUser,
+    PathIds(tenant_id, user_id): PathIds,
+    ApiJson(req): ApiJson<ResetPasswordRequest>,
+) -> Result<Json<ResetPasswordResponse>, ApiError> {
+    let target = member_for(&m, &user, &tenant_id, &user_id).await?;
+    not_oneself(
+        &user,
+        &target,
+        "change your own password with POST /api/v1/auth/password",
+    )?;
+    let (password, generated) = match req.password {
+        Some(p) => (p, false),
+        None => (users::generate_password(), true),
+    };
+    users::check_new_user(&target.email, &password)?;
+    let hash = m.hasher.hash(password.clone()).await?;
+    let revoked = m
+        .store
+        .reset_password(&target.id, &hash, m.clock.now())
+        .await?
+        .ok_or_else(not_found)?;
+    let detail = format!(
+        "{} sessions_revoked={revoked}",
+        if generated { "generated" } else { "given" }
+    );
+    m.audit(user.audit("user_password_reset", &target.id, &detail))
+        .await?;
+    Ok(Json(ResetPasswordResponse {
+        user: current(&m, &target.id).await?,
+        one_time_password: generated.then_some(password),
+        sessions_revoked: revoked,
+    }))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{tenant_id}/users/{user_id}",
+    tag = "tenants",
+    params(
+        ("tenant_id" = String, Path, description = "Tenant id"),
+        ("user_id" = String, Path, description = "User id")
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted; the user's sessions ended"),
+        (status = 400, description = "invalid_request (one's own account)", body = ErrorBody),
+        (status = 401, description = "unauthenticated / invalid_token", body = ErrorBody),
+        (status = 403, description = "forbidden (tenant admins, global admins)", body = ErrorBody),
+        (status = 404, description = "not_found (also a user of another tenant)", body = ErrorBody)
+    )
+)]
+/// `DELETE /api/v1/tenants/{tenant_id}/users/{user_id}`: the account is gone at once
+/// (its email may be used again) and every session ends (revocation feed).
+pub async fn delete_user(
+    State(m): State<Arc<Manager>>,
+    user: AuthUser,
+    PathIds(tenant_id, user_id): PathIds,
+) -> Result<StatusCode, ApiError> {
+    let target = member_for(&m, &user, &tenant_id, &user_id).await?;
+    not_oneself(&user, &target, "an admin cannot delete their own account")?;
+    let revoked = m
+        .store
+        .delete_user(&target.id, m.clock.now())
+        .await?
+        .ok_or_else(not_found)?;
+    let detail = format!("{} sessions_revoked={revoked}", target.email);
+    m.audit(user.audit("user_delete", &target.id, &detail))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{tenant_id}",
+    tag = "tenants",
+    params(("tenant_id" = String, Path, description = "Tenant id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted, with its join tokens; its agents are released (pending again when they reconnect)"),
+        (status = 401, description = "unauthenticated / invalid_token", body = ErrorBody),
+        (status = 403, description = "forbidden (global admins only)", body = ErrorBody),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = 409, description = "tenant_not_empty: delete its users and servers first", body = ErrorBody)
+    )
+)]
+/// `DELETE /api/v1/tenants/{tenant_id}` (global admins): only an empty tenant.
+pub async fn delete_tenant(
+    State(m): State<Arc<Manager>>,
+    user: AuthUser,
+    PathId(id): PathId,
+) -> Result<StatusCode, ApiError> {
+    let tenant = m.store.tenant_by_id(&id).await?;
+    let on = On::Object {
+        id: &id,
+        tenant: tenant.as_ref().map(|t| t.id.as_str()),
+    };
+    authorize(&m, &user, Action::DeleteTenant, on).await?;
+    let tenant = tenant.ok_or_else(not_found)?;
+    match m.store.delete_tenant(&tenant.id).await? {
+        TenantDeletion::Deleted {
+            agents,
+            join_tokens,
+        } => {
+            let detail = format!(
+                "{} agents_released={agents} join_tokens={join_tokens}",
+                tenant.name
+            );
+            m.audit(user.audit("tenant_delete", &tenant.id, &detail))
+                .await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        TenantDeletion::NotEmpty { users, servers } => Err(ApiError::new(
+            ErrorCode::TenantNotEmpty,
+            format!("the tenant still has {users} users and {servers} servers: delete them first"),
+        )),
+        TenantDeletion::Missing => Err(not_found()),
+    }
 }
 
 #[utoipa::path(

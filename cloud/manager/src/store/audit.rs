@@ -57,7 +57,7 @@ impl Store {
              FROM audit_log \
              WHERE ($1 IS NULL OR at_ms >= $1) AND ($2 IS NULL OR at_ms < $2) \
                AND ($3 IS NULL OR actor_id = $3) AND ($4 IS NULL OR action = $4) \
-               AND ($5 IS NULL OR id < $5) \
+               AND ($5 IS NULL OR id < $5) AND ($7 IS NULL OR target = $7) \
              ORDER BY id DESC LIMIT $6",
         )
         .bind(q.since_ms)
@@ -66,6 +66,7 @@ impl Store {
         .bind(q.action.as_deref())
         .bind(q.before_id)
         .bind(limit)
+        .bind(q.target.as_deref())
         .fetch_all(self.pool())
         .await?;
         rows.iter()

@@ -224,4 +224,48 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }
+
+    /// Deletes a gateway (its token stops working at once) with its agent reports,
+    /// unless servers are still bound to it (they are not unbound behind their
+    /// tenants' backs: re-point them first).
+    pub async fn delete_gateway(&self, id: &str) -> Result<GatewayDeletion, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let bound: i64 = sqlx::query("SELECT COUNT(*) AS n FROM servers WHERE gateway_id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+        if bound > 0 {
+            return Ok(GatewayDeletion::InUse { servers: bound });
+        }
+        sqlx::query("DELETE FROM gateway_agents WHERE gateway_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query("DELETE FROM gateways WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(if n == 0 {
+            GatewayDeletion::Missing
+        } else {
+            GatewayDeletion::Deleted
+        })
+    }
+}
+
+/// What [`Store::delete_gateway`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayDeletion {
+    /// Deleted with its agent reports.
+    Deleted,
+    /// Not deleted: servers are bound to it.
+    InUse {
+        /// How many.
+        servers: i64,
+    },
+    /// No such gateway.
+    Missing,
 }

@@ -9,6 +9,8 @@ pub struct Purged {
     pub sessions: u64,
     /// Throttle counters.
     pub throttle: u64,
+    /// Tombstones of deleted users (their sessions ended with the deletion).
+    pub users: u64,
 }
 
 impl Store {
@@ -43,7 +45,17 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Deleted before `ended_before`: their sessions ended then and are gone now.
+        let users = sqlx::query("DELETE FROM users WHERE deleted_at < $1")
+            .bind(ended_before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
-        Ok(Purged { sessions, throttle })
+        Ok(Purged {
+            sessions,
+            throttle,
+            users,
+        })
     }
 }

@@ -55,6 +55,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0007_sealed_signing_keys.sql"),
         include_str!("../../migrations/postgres/0007_sealed_signing_keys.sql"),
     ),
+    (
+        8,
+        "user deletion",
+        include_str!("../../migrations/sqlite/0008_user_deletion.sql"),
+        include_str!("../../migrations/postgres/0008_user_deletion.sql"),
+    ),
 ];
 
 /// The migrator for `backend`.

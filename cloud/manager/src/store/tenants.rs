@@ -6,6 +6,28 @@ use sqlx::any::AnyRow;
 
 use super::{Store, StoreError, conflict_or};
 
+/// What [`Store::delete_tenant`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantDeletion {
+    /// Deleted, with its unused join tokens and its agents (an agent that reconnects
+    /// is pending again).
+    Deleted {
+        /// Agents released.
+        agents: u64,
+        /// Join tokens deleted.
+        join_tokens: u64,
+    },
+    /// Not deleted: it still has users or servers.
+    NotEmpty {
+        /// Users.
+        users: i64,
+        /// Servers.
+        servers: i64,
+    },
+    /// No such tenant.
+    Missing,
+}
+
 fn from_row(row: &AnyRow) -> Result<Tenant, sqlx::Error> {
     Ok(Tenant {
         id: row.try_get("id")?,
@@ -46,5 +68,63 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes a tenant that has no users and no servers (one transaction; a user or
+    /// server added concurrently makes the foreign key refuse the delete, answered as
+    /// [`TenantDeletion::NotEmpty`]).
+    pub async fn delete_tenant(&self, id: &str) -> Result<TenantDeletion, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM users WHERE tenant_id = $1) AS users, \
+                    (SELECT COUNT(*) FROM servers WHERE tenant_id = $1) AS servers",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (users, servers): (i64, i64) = (row.try_get("users")?, row.try_get("servers")?);
+        if users > 0 || servers > 0 {
+            return Ok(TenantDeletion::NotEmpty { users, servers });
+        }
+        let join_tokens = sqlx::query("DELETE FROM join_tokens WHERE tenant_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let agents = sqlx::query("DELETE FROM agents WHERE tenant_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let deleted = sqlx::query("DELETE FROM tenants WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await;
+        let deleted = match deleted {
+            Ok(r) => r.rows_affected(),
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                return Ok(TenantDeletion::NotEmpty {
+                    users: 0,
+                    servers: 0,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if deleted == 0 {
+            return Ok(TenantDeletion::Missing);
+        }
+        match tx.commit().await {
+            Ok(()) => Ok(TenantDeletion::Deleted {
+                agents,
+                join_tokens,
+            }),
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                Ok(TenantDeletion::NotEmpty {
+                    users: 0,
+                    servers: 0,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }

@@ -67,7 +67,7 @@ fn from_row(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
 impl Store {
     /// The user with this (already lower-cased) email.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE email = $1");
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE email = $1 AND deleted_at IS NULL");
         let row = sqlx::query(&sql)
             .bind(email)
             .fetch_optional(self.pool())
@@ -75,9 +75,9 @@ impl Store {
         Ok(row.as_ref().map(from_row).transpose()?)
     }
 
-    /// The user with this id.
+    /// The user with this id (deleted users are gone).
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
+        let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1 AND deleted_at IS NULL");
         let row = sqlx::query(&sql)
             .bind(id)
             .fetch_optional(self.pool())
@@ -137,7 +137,9 @@ impl Store {
 
     /// The users of a tenant, by email.
     pub async fn users_of_tenant(&self, tenant_id: &str) -> Result<Vec<UserRow>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM users WHERE tenant_id = $1 ORDER BY email");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 AND deleted_at IS NULL ORDER BY email"
+        );
         let rows = sqlx::query(&sql)
             .bind(tenant_id)
             .fetch_all(self.pool())
@@ -158,7 +160,7 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let r = sqlx::query(
             "UPDATE users SET role = $1, disabled_at = CASE WHEN $2 = 0 THEN NULL \
-             ELSE COALESCE(disabled_at, $3) END WHERE id = $4",
+             ELSE COALESCE(disabled_at, $3) END WHERE id = $4 AND deleted_at IS NULL",
         )
         .bind(role.as_str())
         .bind(i64::from(disabled))
@@ -171,16 +173,63 @@ impl Store {
         }
         let mut revoked = 0;
         if disabled {
-            revoked = sqlx::query(
-                "UPDATE sessions SET revoked_at = $1, revoke_reason = 'user_disabled' \
-                 WHERE user_id = $2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            revoked = revoke_all(&mut tx, user_id, "user_disabled", now).await?;
         }
+        tx.commit().await?;
+        Ok(Some(revoked))
+    }
+
+    /// Sets a one-time password (the user must change it at the next login) and ends
+    /// every live session of the user (reason `password_reset`). Returns the sessions
+    /// revoked, or `None` if the user is gone.
+    pub async fn reset_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let update = sqlx::query(
+            "UPDATE users SET password_hash = $1, password_must_change = 1 \
+             WHERE id = $2 AND deleted_at IS NULL",
+        )
+        .bind(password_hash)
+        .bind(user_id);
+        self.change_and_end_sessions(update, user_id, "password_reset", now)
+            .await
+    }
+
+    /// Deletes a user: the row stays as a tombstone (email rewritten so it can be used
+    /// again, no tenant or role, no password, disabled) until housekeeping purges it
+    /// with its ended sessions; every live session ends now (reason `user_deleted`), so
+    /// it appears in the revocation feed. Returns the sessions revoked, or `None` if
+    /// the user is gone.
+    pub async fn delete_user(&self, user_id: &str, now: i64) -> Result<Option<u64>, StoreError> {
+        let update = sqlx::query(
+            "UPDATE users SET deleted_at = $1, disabled_at = COALESCE(disabled_at, $1), \
+             email = 'deleted.' || id || '@deleted.invalid', password_hash = '', \
+             tenant_id = NULL, role = NULL, is_global_admin = 0 \
+             WHERE id = $2 AND deleted_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id);
+        self.change_and_end_sessions(update, user_id, "user_deleted", now)
+            .await
+    }
+
+    /// Runs `update` (one user row) and, if it changed the row, ends every live
+    /// session of the user, in one transaction. `None`: no such (live) user.
+    async fn change_and_end_sessions<'q>(
+        &self,
+        update: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        user_id: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        if update.execute(&mut *tx).await?.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let revoked = revoke_all(&mut tx, user_id, reason, now).await?;
         tx.commit().await?;
         Ok(Some(revoked))
     }
@@ -192,4 +241,23 @@ impl Store {
             .await?;
         Ok(row.try_get::<i64, _>("n")?)
     }
+}
+
+/// Ends every live session of a user (they appear in the revocation feed).
+async fn revoke_all(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user_id: &str,
+    reason: &str,
+    now: i64,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "UPDATE sessions SET revoked_at = $1, revoke_reason = $2 \
+         WHERE user_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(user_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::ctx::{Db, PASSWORD, Resp, TestApp, all_logs, both};
 
 /// Creates and registers a gateway; returns `(id, gateway token)`.
-async fn gateway(app: &TestApp, root: &str, name: &str) -> (String, String) {
+pub(crate) async fn gateway(app: &TestApp, root: &str, name: &str) -> (String, String) {
     let r = app
         .call(
             Method::POST,

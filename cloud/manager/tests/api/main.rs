@@ -7,6 +7,7 @@ mod pg;
 
 mod ctx;
 
+mod admin_ops;
 mod agents;
 mod audit;
 mod gateways;

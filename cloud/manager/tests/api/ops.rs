@@ -72,6 +72,7 @@ async fn openapi_document_describes_every_route(db: Db) {
             "/api/v1/gateway/revocations",
             "/api/v1/gateway/session-authz",
             "/api/v1/gateways",
+            "/api/v1/gateways/{gateway_id}",
             "/api/v1/gateways/{gateway_id}/credential",
             "/api/v1/join-tokens",
             "/api/v1/me",
@@ -82,6 +83,7 @@ async fn openapi_document_describes_every_route(db: Db) {
             "/api/v1/tenants/{tenant_id}",
             "/api/v1/tenants/{tenant_id}/users",
             "/api/v1/tenants/{tenant_id}/users/{user_id}",
+            "/api/v1/tenants/{tenant_id}/users/{user_id}/password",
             "/health",
             "/metrics",
         ]
