@@ -126,6 +126,10 @@ pub async fn run(
         metrics.clone(),
         token.child_token(),
     ));
+    let joiner = Arc::new(manager::join::Joiner::new(
+        manager_link.clone(),
+        metrics.clone(),
+    ));
     let server = agents::AgentServer::new(
         tls,
         config.max_handshakes,
@@ -136,6 +140,7 @@ pub async fn run(
         },
         registry.clone(),
         metrics.clone(),
+        joiner,
     );
     let agent_task = tokio::spawn(server.serve(agent_listener, token.clone()));
 

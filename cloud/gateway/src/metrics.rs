@@ -94,7 +94,13 @@ pub struct Metrics {
     pub manager_heartbeats_ok: AtomicU64,
     /// Heartbeats that failed (manager down, token refused, ...).
     pub manager_heartbeats_error: AtomicU64,
+    /// Join tokens agents presented, by outcome (index: [`JOIN_RESULTS`]).
+    pub joins: [AtomicU64; 4],
 }
+
+/// The `result` label of `outband_gateway_agent_joins_total`, in the order of
+/// [`Metrics::joins`].
+pub const JOIN_RESULTS: [&str; 4] = ["accepted", "refused", "already_decided", "not_used"];
 
 /// Values the metrics do not own, read at scrape time.
 #[derive(Debug, Default, Clone, Copy)]
@@ -241,6 +247,19 @@ impl Metrics {
             load(&self.manager_heartbeats_ok),
             load(&self.manager_heartbeats_error)
         );
+        head(
+            &mut s,
+            "outband_gateway_agent_joins_total",
+            "counter",
+            "Join tokens presented by agents, by outcome at the manager.",
+        );
+        for (label, n) in JOIN_RESULTS.iter().zip(&self.joins) {
+            let _ = writeln!(
+                s,
+                "outband_gateway_agent_joins_total{{result=\"{label}\"}} {}",
+                load(n)
+            );
+        }
         s
     }
 }
@@ -271,6 +290,10 @@ mod tests {
         let text = m.render(Gauges::default());
         assert!(text.contains("outband_gateway_manager_heartbeats_total{result=\"ok\"} 0\n"));
         assert!(text.contains("outband_gateway_manager_heartbeats_total{result=\"error\"} 2\n"));
+        m.joins[1].fetch_add(1, Ordering::Relaxed);
+        let text = m.render(Gauges::default());
+        assert!(text.contains("outband_gateway_agent_joins_total{result=\"refused\"} 1\n"));
+        assert!(text.contains("outband_gateway_agent_joins_total{result=\"not_used\"} 0\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();
             value.parse::<u64>().unwrap();

@@ -1,5 +1,5 @@
-//! One connected agent: registry entry, tunnel driver and the handler for what the
-//! agent starts.
+//! One connected agent: registry entry, tunnel driver, the handler for what the
+//! agent starts, and (in its own task) the join token the hello carried.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -10,16 +10,21 @@ use outband_tunnel::{Incoming, Tunnel};
 
 use super::handshake::Established;
 use super::{AgentSettings, TokioTimer};
+use crate::manager::join::Joiner;
+use crate::manager::secret::Secret;
 use crate::metrics::{Metrics, reason_kind};
 use crate::registry::{AgentInfo, Registry};
 
 /// Runs a connected agent until its connection ends.
 pub async fn run(
-    est: Established,
+    mut est: Established,
     settings: &AgentSettings,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    joiner: Arc<Joiner>,
 ) {
+    // Out of the hello at once: the hello lives as long as the connection.
+    let join_token = std::mem::take(&mut est.hello.join_token);
     let cfg = MuxConfig {
         initial_window: settings.window,
         peer_initial_window: est.hello.initial_window,
@@ -46,6 +51,16 @@ pub async fn run(
         pairing_code = %est.pairing_code,
         "agent connected"
     );
+    if !join_token.is_empty() {
+        // Not aborted with the connection: a call the manager may already have acted
+        // on is finished, logged and counted (it is bounded by the client timeout).
+        tokio::spawn(joiner.join_and_report(
+            tunnel.clone(),
+            est.agent_id.clone(),
+            est.pairing_code.clone(),
+            Secret::new(join_token),
+        ));
+    }
     let incoming = tokio::spawn(handle_incoming(
         tunnel,
         est.agent_id.clone(),

@@ -21,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::manager::join::Joiner;
 use crate::metrics::{HandshakeResult, Metrics};
 use crate::pki::ServerIdentity;
 use crate::registry::Registry;
@@ -92,6 +93,7 @@ pub struct AgentServer {
     settings: AgentSettings,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    joiner: Arc<Joiner>,
 }
 
 /// Builds the TLS 1.3 server configuration that requires agent client certificates.
@@ -114,13 +116,15 @@ impl std::fmt::Debug for AgentServer {
 }
 
 impl AgentServer {
-    /// A listener context; `max_handshakes` caps TLS handshakes in progress.
+    /// A listener context; `max_handshakes` caps TLS handshakes in progress;
+    /// `joiner` spends the join tokens agents present.
     pub fn new(
         tls: rustls::ServerConfig,
         max_handshakes: usize,
         settings: AgentSettings,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
+        joiner: Arc<Joiner>,
     ) -> Arc<Self> {
         Arc::new(Self {
             acceptor: TlsAcceptor::from(Arc::new(tls)),
@@ -130,6 +134,7 @@ impl AgentServer {
             settings,
             registry,
             metrics,
+            joiner,
         })
     }
 
@@ -240,6 +245,7 @@ impl AgentServer {
             &self.settings,
             self.registry.clone(),
             self.metrics.clone(),
+            self.joiner.clone(),
         )
         .await;
     }

@@ -22,6 +22,7 @@
 
 pub mod client;
 pub mod events;
+pub mod join;
 pub mod jwks;
 pub mod revocations;
 pub mod secret;

@@ -1,0 +1,264 @@
+//! Join tokens presented by agents in their hello: the gateway spends them at the
+//! manager (`POST /api/v1/gateway/join`) and tells the agent what became of them
+//! (a `JoinResult` request on the agent's connection).
+//!
+//! - Off the connection task: the agent link never waits for the manager. At most
+//!   [`MAX_CONCURRENT_JOINS`] calls run at once; a connection presents its token at
+//!   most once, so the waiting is bounded by the connected agents.
+//! - Only an explicit verdict of the manager is final: 200 (adopted), 401
+//!   `invalid_credentials` (unknown, used or expired token: refused), 409 (agent
+//!   already adopted or rejected). Anything else (no manager link, not registered
+//!   yet, manager down or slow, our gateway token refused, 5xx) is `NOT_USED`: the
+//!   agent keeps the token and presents it on its next connection.
+//! - Outcomes are logged with the agent id and counted
+//!   (`outband_gateway_agent_joins_total{result}`); the token is never logged.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use outband_api::agents::{Agent, JoinRequest};
+use outband_proto::pb::{self, JoinOutcome, JoinResult};
+use outband_tunnel::Tunnel;
+use tokio::sync::Semaphore;
+
+use super::ManagerLink;
+use super::client::ClientError;
+use super::secret::Secret;
+use crate::metrics::Metrics;
+
+/// Most join calls to the manager at once.
+pub const MAX_CONCURRENT_JOINS: usize = 8;
+/// How long the agent has to acknowledge a `JoinResult`.
+pub const RESULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Spends agents' join tokens at the manager.
+#[derive(Debug)]
+pub struct Joiner {
+    link: Option<Arc<ManagerLink>>,
+    permits: Semaphore,
+    metrics: Arc<Metrics>,
+}
+
+fn result(outcome: JoinOutcome, message: impl Into<String>) -> JoinResult {
+    JoinResult {
+        outcome: outcome as i32,
+        message: message.into(),
+        tenant_id: String::new(),
+    }
+}
+
+/// The agent's `JoinResult` for the manager's answer to a join call.
+pub fn classify(answer: Result<Agent, ClientError>) -> JoinResult {
+    match answer {
+        Ok(agent) => JoinResult {
+            outcome: JoinOutcome::Accepted as i32,
+            message: "adopted by the manager with the join token".into(),
+            tenant_id: agent.tenant_id.unwrap_or_default(),
+        },
+        Err(ClientError::Status {
+            status,
+            code,
+            message,
+            ..
+        }) if status == StatusCode::UNAUTHORIZED && code == "invalid_credentials" => {
+            result(JoinOutcome::Refused, message)
+        }
+        Err(ClientError::Status {
+            status, message, ..
+        }) if status == StatusCode::CONFLICT => result(JoinOutcome::AlreadyDecided, message),
+        Err(e) => result(
+            JoinOutcome::NotUsed,
+            format!("the gateway could not reach a verdict from the manager: {e}"),
+        ),
+    }
+}
+
+impl Joiner {
+    /// A joiner that calls the manager through `link` (none: standalone gateway).
+    pub fn new(link: Option<Arc<ManagerLink>>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            link,
+            permits: Semaphore::new(MAX_CONCURRENT_JOINS),
+            metrics,
+        }
+    }
+
+    /// Spends `token` for the agent at the manager; logs and counts the outcome.
+    pub async fn join(&self, agent_id: &str, pairing_code: &str, token: Secret) -> JoinResult {
+        let r = self.call(agent_id, pairing_code, token).await;
+        let outcome = JoinOutcome::try_from(r.outcome).unwrap_or(JoinOutcome::NotUsed);
+        let slot = match outcome {
+            JoinOutcome::Accepted => 0,
+            JoinOutcome::Refused => 1,
+            JoinOutcome::AlreadyDecided => 2,
+            JoinOutcome::NotUsed | JoinOutcome::Unspecified => 3,
+        };
+        self.metrics.joins[slot].fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            JoinOutcome::Accepted => tracing::info!(
+                agent_id = %agent_id,
+                tenant_id = %r.tenant_id,
+                "agent joined with its join token"
+            ),
+            JoinOutcome::Refused => tracing::warn!(
+                agent_id = %agent_id,
+                reason = %r.message,
+                "agent's join token refused"
+            ),
+            JoinOutcome::AlreadyDecided => tracing::info!(
+                agent_id = %agent_id,
+                reason = %r.message,
+                "agent's join token not needed"
+            ),
+            JoinOutcome::NotUsed | JoinOutcome::Unspecified => tracing::warn!(
+                agent_id = %agent_id,
+                reason = %r.message,
+                "agent's join token not used; it presents it again on its next connection"
+            ),
+        }
+        r
+    }
+
+    async fn call(&self, agent_id: &str, pairing_code: &str, token: Secret) -> JoinResult {
+        let Some(link) = &self.link else {
+            return result(
+                JoinOutcome::NotUsed,
+                "this gateway has no manager link (standalone)",
+            );
+        };
+        let Some(gateway_token) = link.gateway_token() else {
+            return result(
+                JoinOutcome::NotUsed,
+                "this gateway is not registered with the manager (yet)",
+            );
+        };
+        let Ok(_permit) = self.permits.acquire().await else {
+            return result(JoinOutcome::NotUsed, "the gateway is shutting down");
+        };
+        let body = JoinRequest {
+            join_token: token.expose().to_owned(),
+            agent_id: agent_id.to_owned(),
+            pairing_code: pairing_code.to_owned(),
+        };
+        let answer = link
+            .client
+            .call::<_, Agent>(
+                Method::POST,
+                "/api/v1/gateway/join",
+                Some(&gateway_token),
+                Some(&body),
+            )
+            .await;
+        classify(answer)
+    }
+
+    /// Spends the token and delivers the outcome to the agent on `tunnel`. Runs in
+    /// its own task; the connection does not wait for it.
+    pub async fn join_and_report(
+        self: Arc<Self>,
+        tunnel: Tunnel,
+        agent_id: String,
+        pairing_code: String,
+        token: Secret,
+    ) {
+        let r = self.join(&agent_id, &pairing_code, token).await;
+        let body = pb::request::Body::JoinResult(r);
+        match tokio::time::timeout(RESULT_TIMEOUT, tunnel.request(body)).await {
+            Ok(Ok(pb::Reply {
+                body: Some(pb::reply::Body::JoinResult(_)),
+                ..
+            })) => tracing::debug!(agent_id = %agent_id, "agent recorded its join result"),
+            Ok(Ok(reply)) => tracing::warn!(
+                agent_id = %agent_id,
+                reply = ?reply.body,
+                "agent did not record its join result"
+            ),
+            Ok(Err(e)) => tracing::info!(
+                agent_id = %agent_id,
+                error = %e,
+                "agent gone before its join result reached it"
+            ),
+            Err(_) => tracing::warn!(
+                agent_id = %agent_id,
+                "agent did not answer its join result within {RESULT_TIMEOUT:?}"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outband_api::agents::AgentStatus;
+
+    fn status(status: StatusCode, code: &str) -> ClientError {
+        ClientError::Status {
+            call: "POST /api/v1/gateway/join".into(),
+            status,
+            code: code.into(),
+            message: "the manager's words".into(),
+        }
+    }
+
+    fn outcome(r: &JoinResult) -> JoinOutcome {
+        JoinOutcome::try_from(r.outcome).unwrap()
+    }
+
+    #[test]
+    fn only_an_explicit_verdict_is_final() {
+        let agent = Agent {
+            id: "ag-1".into(),
+            pairing_code: "ABCD-EFGH".into(),
+            gateway_id: None,
+            status: AgentStatus::Adopted,
+            tenant_id: Some("tn-7".into()),
+            endpoints: vec![],
+            first_seen_at: 0,
+            decided_at: None,
+        };
+        let ok = classify(Ok(agent));
+        assert_eq!(outcome(&ok), JoinOutcome::Accepted);
+        assert_eq!(ok.tenant_id, "tn-7");
+        let refused = classify(Err(status(StatusCode::UNAUTHORIZED, "invalid_credentials")));
+        assert_eq!(outcome(&refused), JoinOutcome::Refused);
+        assert!(refused.message.contains("the manager's words"));
+        assert_eq!(
+            outcome(&classify(Err(status(StatusCode::CONFLICT, "conflict")))),
+            JoinOutcome::AlreadyDecided
+        );
+        // Our gateway token refused, the endpoint missing, bad request, overload,
+        // server errors, timeouts: the token is kept for the next connection.
+        for e in [
+            status(StatusCode::UNAUTHORIZED, "invalid_token"),
+            status(StatusCode::NOT_FOUND, "not_found"),
+            status(StatusCode::BAD_REQUEST, "invalid_request"),
+            status(StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            status(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ClientError::Timeout {
+                call: "POST /api/v1/gateway/join".into(),
+                timeout: Duration::from_secs(5),
+            },
+            ClientError::Transport {
+                call: "POST /api/v1/gateway/join".into(),
+                message: "connection refused".into(),
+            },
+        ] {
+            let text = e.to_string();
+            assert_eq!(outcome(&classify(Err(e))), JoinOutcome::NotUsed, "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn standalone_gateway_does_not_use_the_token() {
+        let metrics = Arc::new(Metrics::default());
+        let joiner = Joiner::new(None, metrics.clone());
+        let r = joiner
+            .join("ag-1", "ABCD-EFGH", Secret::new("objt_x".into()))
+            .await;
+        assert_eq!(outcome(&r), JoinOutcome::NotUsed);
+        assert!(r.message.contains("no manager link"), "{}", r.message);
+        assert_eq!(metrics.joins[3].load(Ordering::Relaxed), 1);
+    }
+}
