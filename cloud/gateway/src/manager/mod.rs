@@ -19,6 +19,7 @@
 //! - [`jwks`]: the manager's signing keys, cached, for verifying user tokens locally.
 //! - [`session`]: session authorization (may this user do this on this server?).
 //! - [`events`]: user actions queued for the manager's audit log.
+//! - [`join`]: join tokens agents present, spent at the manager, outcome sent back.
 
 pub mod client;
 pub mod events;
