@@ -36,7 +36,8 @@ pub struct AuditEntry {
     /// Unix time in milliseconds.
     pub at_ms: i64,
     /// What happened: `login`, `refresh`, `refresh_reuse`, `logout`, `key_rotate`,
-    /// `authz`, `user_create`.
+    /// `authz`, `user_create`, `session_authz`, `gateway_<action>` (reported by a
+    /// gateway), ...
     pub action: String,
     /// `success`, `failure` or `denied`.
     pub outcome: String,

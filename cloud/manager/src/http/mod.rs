@@ -9,6 +9,7 @@ pub mod admin;
 pub mod agents;
 pub mod auth;
 pub mod bearer;
+pub mod events;
 pub mod extract;
 pub mod gateways;
 pub mod openapi;
@@ -75,6 +76,7 @@ pub fn router(manager: Arc<Manager>) -> Router {
             post(gateways::session_authz),
         )
         .route("/api/v1/gateway/revocations", get(gateways::revocations))
+        .route("/api/v1/gateway/events", post(events::events))
         .route(
             "/api/v1/servers",
             post(servers::create_server).get(servers::list_servers),

@@ -41,6 +41,7 @@ use utoipa::{Modify, OpenApi};
         super::gateways::heartbeat,
         super::gateways::session_authz,
         super::gateways::revocations,
+        super::events::events,
         super::agents::list_agents,
         super::agents::lookup,
         super::agents::adopt,

@@ -10,6 +10,7 @@ mod ctx;
 mod admin_ops;
 mod agents;
 mod audit;
+mod events;
 mod gateways;
 mod jwt_attacks;
 mod keys;

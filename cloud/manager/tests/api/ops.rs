@@ -66,6 +66,7 @@ async fn openapi_document_describes_every_route(db: Db) {
             "/api/v1/auth/logout",
             "/api/v1/auth/password",
             "/api/v1/auth/refresh",
+            "/api/v1/gateway/events",
             "/api/v1/gateway/heartbeat",
             "/api/v1/gateway/join",
             "/api/v1/gateway/register",
