@@ -10,18 +10,25 @@
 //!   already adopted or rejected). Anything else (no manager link, not registered
 //!   yet, manager down or slow, our gateway token refused, 5xx) is `NOT_USED`: the
 //!   agent keeps the token and presents it on its next connection.
+//! - One call per agent and token: a connection that presents the same token while
+//!   a call for it is in flight waits for that call, and a final outcome is
+//!   remembered for [`REMEMBER`] (at most [`MAX_REMEMBERED`] agents and tokens, by
+//!   SHA-256, never the token). So an agent that dropped its connection during the
+//!   call and came back learns "accepted", not "token already used".
 //! - Outcomes are logged with the agent id and counted
 //!   (`outband_gateway_agent_joins_total{result}`); the token is never logged.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
 use outband_api::agents::{Agent, JoinRequest};
 use outband_proto::pb::{self, JoinOutcome, JoinResult};
 use outband_tunnel::Tunnel;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::ManagerLink;
 use super::client::ClientError;
@@ -32,6 +39,19 @@ use crate::metrics::Metrics;
 pub const MAX_CONCURRENT_JOINS: usize = 8;
 /// How long the agent has to acknowledge a `JoinResult`.
 pub const RESULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a final outcome is remembered per agent and token.
+pub const REMEMBER: Duration = Duration::from_secs(600);
+/// Most agents and tokens remembered or in flight; beyond that a token is not used.
+pub const MAX_REMEMBERED: usize = 4096;
+
+/// SHA-256 of agent id and token: the key of [`Joiner::recent`].
+type Key = [u8; 32];
+
+#[derive(Debug)]
+struct Recent {
+    outcome: Arc<OnceCell<JoinResult>>,
+    since: Instant,
+}
 
 /// Spends agents' join tokens at the manager.
 #[derive(Debug)]
@@ -39,6 +59,25 @@ pub struct Joiner {
     link: Option<Arc<ManagerLink>>,
     permits: Semaphore,
     metrics: Arc<Metrics>,
+    /// In-flight and recently final joins.
+    recent: Mutex<HashMap<Key, Recent>>,
+}
+
+fn key(agent_id: &str, token: &Secret) -> Key {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(agent_id.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(token.expose().as_bytes());
+    let mut k = [0u8; 32];
+    k.copy_from_slice(ctx.finish().as_ref());
+    k
+}
+
+fn is_final(r: &JoinResult) -> bool {
+    matches!(
+        JoinOutcome::try_from(r.outcome),
+        Ok(JoinOutcome::Accepted | JoinOutcome::Refused | JoinOutcome::AlreadyDecided)
+    )
 }
 
 fn result(outcome: JoinOutcome, message: impl Into<String>) -> JoinResult {
@@ -82,12 +121,69 @@ impl Joiner {
             link,
             permits: Semaphore::new(MAX_CONCURRENT_JOINS),
             metrics,
+            recent: Mutex::default(),
         }
+    }
+
+    /// The outcome for `key`: the one remembered or in flight, else `call`'s. Only
+    /// final outcomes stay remembered.
+    async fn once<F>(&self, key: Key, now: Instant, call: F) -> JoinResult
+    where
+        F: Future<Output = JoinResult>,
+    {
+        let cell = {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() >= MAX_REMEMBERED {
+                recent.retain(|_, r| {
+                    r.outcome.get().is_none() || now.duration_since(r.since) < REMEMBER
+                });
+            }
+            match recent.get(&key) {
+                Some(r) if r.outcome.get().is_none() || now.duration_since(r.since) < REMEMBER => {
+                    r.outcome.clone()
+                }
+                _ if recent.len() >= MAX_REMEMBERED => {
+                    return result(
+                        JoinOutcome::NotUsed,
+                        "the gateway has too many join tokens in progress",
+                    );
+                }
+                _ => {
+                    let cell = Arc::new(OnceCell::new());
+                    recent.insert(
+                        key,
+                        Recent {
+                            outcome: cell.clone(),
+                            since: now,
+                        },
+                    );
+                    cell
+                }
+            }
+        };
+        let r = cell.get_or_init(|| call).await.clone();
+        if !is_final(&r) {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent
+                .get(&key)
+                .is_some_and(|e| Arc::ptr_eq(&e.outcome, &cell))
+            {
+                recent.remove(&key);
+            }
+        }
+        r
     }
 
     /// Spends `token` for the agent at the manager; logs and counts the outcome.
     pub async fn join(&self, agent_id: &str, pairing_code: &str, token: Secret) -> JoinResult {
-        let r = self.call(agent_id, pairing_code, token).await;
+        let key = key(agent_id, &token);
+        let r = self
+            .once(
+                key,
+                Instant::now(),
+                self.call(agent_id, pairing_code, token),
+            )
+            .await;
         let outcome = JoinOutcome::try_from(r.outcome).unwrap_or(JoinOutcome::NotUsed);
         let slot = match outcome {
             JoinOutcome::Accepted => 0,
@@ -248,6 +344,85 @@ mod tests {
             let text = e.to_string();
             assert_eq!(outcome(&classify(Err(e))), JoinOutcome::NotUsed, "{text}");
         }
+    }
+
+    #[tokio::test]
+    async fn one_call_per_agent_and_token_and_final_outcomes_are_remembered() {
+        let joiner = Joiner::new(None, Arc::new(Metrics::default()));
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let call = |outcome: JoinOutcome| {
+            let calls = &calls;
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                result(outcome, "")
+            }
+        };
+        let t0 = Instant::now();
+        let a = key("ag-1", &Secret::new("objt_a".into()));
+        // Two connections at once: one call, both get its outcome.
+        let (r1, r2) = tokio::join!(
+            joiner.once(a, t0, call(JoinOutcome::Accepted)),
+            joiner.once(a, t0, call(JoinOutcome::Refused)),
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            (outcome(&r1), outcome(&r2)),
+            (JoinOutcome::Accepted, JoinOutcome::Accepted)
+        );
+        // Later (the agent reconnected): remembered, no call.
+        let r = joiner
+            .once(a, t0 + Duration::from_secs(60), call(JoinOutcome::Refused))
+            .await;
+        assert_eq!(
+            (outcome(&r), calls.load(Ordering::SeqCst)),
+            (JoinOutcome::Accepted, 1)
+        );
+        // After REMEMBER the manager is asked again.
+        let r = joiner
+            .once(a, t0 + REMEMBER, call(JoinOutcome::Refused))
+            .await;
+        assert_eq!(
+            (outcome(&r), calls.load(Ordering::SeqCst)),
+            (JoinOutcome::Refused, 2)
+        );
+        // Another agent with the same token, or the same agent with another token, is
+        // a different key.
+        assert_ne!(a, key("ag-2", &Secret::new("objt_a".into())));
+        assert_ne!(a, key("ag-1", &Secret::new("objt_b".into())));
+        // NOT_USED is not remembered: the next connection tries again.
+        let b = key("ag-3", &Secret::new("objt_a".into()));
+        joiner.once(b, t0, call(JoinOutcome::NotUsed)).await;
+        let r = joiner.once(b, t0, call(JoinOutcome::Accepted)).await;
+        assert_eq!(
+            (outcome(&r), calls.load(Ordering::SeqCst)),
+            (JoinOutcome::Accepted, 4)
+        );
+    }
+
+    #[tokio::test]
+    async fn remembered_set_is_bounded() {
+        let joiner = Joiner::new(None, Arc::new(Metrics::default()));
+        let t0 = Instant::now();
+        for i in 0..MAX_REMEMBERED {
+            let k = key(&format!("ag-{i}"), &Secret::new("objt_x".into()));
+            joiner
+                .once(k, t0, async { result(JoinOutcome::Refused, "") })
+                .await;
+        }
+        let k = key("ag-new", &Secret::new("objt_x".into()));
+        let r = joiner
+            .once(k, t0, async { result(JoinOutcome::Accepted, "") })
+            .await;
+        assert_eq!(outcome(&r), JoinOutcome::NotUsed);
+        assert!(r.message.contains("too many"), "{}", r.message);
+        // Once the old outcomes are stale they make room.
+        let later = t0 + REMEMBER;
+        let r = joiner
+            .once(k, later, async { result(JoinOutcome::Accepted, "") })
+            .await;
+        assert_eq!(outcome(&r), JoinOutcome::Accepted);
+        assert!(joiner.recent.lock().unwrap().len() <= MAX_REMEMBERED);
     }
 
     #[tokio::test]
