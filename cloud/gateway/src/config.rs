@@ -10,6 +10,8 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::manager::jwks::JwksSettings;
+
 /// Raw command line.
 #[derive(Debug, Clone, Default, Parser)]
 #[command(
@@ -74,6 +76,23 @@ pub struct Cli {
     /// milliseconds. Default 10000.
     #[arg(long, value_name = "MS")]
     pub manager_timeout_ms: Option<u64>,
+    /// Address of the user API (access tokens from the manager; needs --manager-url).
+    /// Off unless given. Plain HTTP only on loopback; elsewhere it needs --tls-cert.
+    #[arg(long, value_name = "ADDR")]
+    pub user_listen: Option<SocketAddr>,
+    /// Required `iss` of access tokens (the manager's --issuer). Default outband-manager.
+    #[arg(long, value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of access tokens (the manager's --audience). Default outband.
+    #[arg(long, value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+    /// Interval of routine fetches of the manager's JWKS, in milliseconds. Default 300000.
+    #[arg(long, value_name = "MS")]
+    pub jwks_refresh_interval_ms: Option<u64>,
+    /// Least time between two JWKS fetches caused by tokens with an unknown `kid`, in
+    /// milliseconds. Default 10000.
+    #[arg(long, value_name = "MS")]
+    pub jwks_min_refetch_interval_ms: Option<u64>,
 }
 
 /// The `--config` TOML file. Every key is optional.
@@ -112,6 +131,16 @@ pub struct FileConfig {
     pub manager_heartbeat_interval_ms: Option<u64>,
     /// See [`Cli::manager_timeout_ms`].
     pub manager_timeout_ms: Option<u64>,
+    /// See [`Cli::user_listen`].
+    pub user_listen: Option<SocketAddr>,
+    /// See [`Cli::jwt_issuer`].
+    pub jwt_issuer: Option<String>,
+    /// See [`Cli::jwt_audience`].
+    pub jwt_audience: Option<String>,
+    /// See [`Cli::jwks_refresh_interval_ms`].
+    pub jwks_refresh_interval_ms: Option<u64>,
+    /// See [`Cli::jwks_min_refetch_interval_ms`].
+    pub jwks_min_refetch_interval_ms: Option<u64>,
 }
 
 /// Production server certificate and key files.
@@ -148,6 +177,17 @@ pub struct Config {
     pub log: String,
     /// The manager connection; `None` = standalone.
     pub manager: Option<ManagerConfig>,
+    /// The user API; `None` = off.
+    pub user_api: Option<UserApiConfig>,
+}
+
+/// The user API listener and what its tokens must say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserApiConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Expected issuer/audience and the JWKS refresh settings.
+    pub jwks: JwksSettings,
 }
 
 /// Where and how the gateway reaches the manager (outbound only).
@@ -185,6 +225,7 @@ impl Default for Config {
             window: 256 * 1024,
             log: "info".to_owned(),
             manager: None,
+            user_api: None,
         }
     }
 }
@@ -242,6 +283,7 @@ impl Config {
     /// Merges command line over file over defaults, then validates.
     pub fn merge(cli: Cli, file: FileConfig) -> Result<Self, ConfigError> {
         let d = Config::default();
+        let user_api = user_api_config(&cli, &file)?;
         let tls_cert = cli.tls_cert.or(file.tls_cert);
         let tls_key = cli.tls_key.or(file.tls_key);
         let tls = match (tls_cert, tls_key) {
@@ -281,6 +323,7 @@ impl Config {
             window: cli.window.or(file.window).unwrap_or(d.window),
             log: cli.log.or(file.log).unwrap_or(d.log),
             manager: None,
+            user_api: None,
         };
         let manager_url = cli.manager_url.or(file.manager_url);
         let credential = cli
@@ -300,10 +343,12 @@ impl Config {
                     heartbeat_interval: ms(hb, DEFAULT_MANAGER_HEARTBEAT),
                     timeout: ms(timeout, DEFAULT_MANAGER_TIMEOUT),
                 }),
+                user_api,
                 ..cfg
             },
             None => {
                 let stray = [
+                    ("user_listen", user_api.is_some()),
                     ("registration_credential_file", credential.is_some()),
                     ("manager_ca_file", ca_file.is_some()),
                     ("manager_heartbeat_interval_ms", hb.is_some()),
@@ -348,6 +393,35 @@ impl Config {
         if !(1024..=16 * 1024 * 1024).contains(&self.window) {
             return bad(format!("window {} outside 1024..=16777216", self.window));
         }
+        if let Some(u) = &self.user_api {
+            if !u.listen.ip().is_loopback() && self.tls.is_none() {
+                return bad(format!(
+                    "user_listen {} is not a loopback address: give tls_cert and tls_key \
+                     (access tokens must not cross a network in clear text)",
+                    u.listen
+                ));
+            }
+            for (name, v) in [
+                ("jwt_issuer", &u.jwks.issuer),
+                ("jwt_audience", &u.jwks.audience),
+            ] {
+                if v.is_empty() || v.len() > 256 {
+                    return bad(format!("{name} must be 1..=256 bytes"));
+                }
+            }
+            let r = u.jwks.refresh.as_millis();
+            if !(1000..=86_400_000).contains(&r) {
+                return bad(format!(
+                    "jwks_refresh_interval_ms {r} outside 1000..=86400000"
+                ));
+            }
+            let m = u.jwks.min_refetch.as_millis();
+            if !(100..=3_600_000).contains(&m) {
+                return bad(format!(
+                    "jwks_min_refetch_interval_ms {m} outside 100..=3600000"
+                ));
+            }
+        }
         if let Some(m) = &self.manager {
             let hb = m.heartbeat_interval.as_millis();
             if !(100..=3_600_000).contains(&hb) {
@@ -362,6 +436,43 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The user API settings from the command line and file; `None` without
+/// `user_listen` (then the JWT and JWKS settings must not be given either).
+fn user_api_config(cli: &Cli, file: &FileConfig) -> Result<Option<UserApiConfig>, ConfigError> {
+    let issuer = cli.jwt_issuer.clone().or(file.jwt_issuer.clone());
+    let audience = cli.jwt_audience.clone().or(file.jwt_audience.clone());
+    let refresh = cli
+        .jwks_refresh_interval_ms
+        .or(file.jwks_refresh_interval_ms);
+    let min_refetch = cli
+        .jwks_min_refetch_interval_ms
+        .or(file.jwks_min_refetch_interval_ms);
+    let Some(listen) = cli.user_listen.or(file.user_listen) else {
+        let stray = [
+            ("jwt_issuer", issuer.is_some()),
+            ("jwt_audience", audience.is_some()),
+            ("jwks_refresh_interval_ms", refresh.is_some()),
+            ("jwks_min_refetch_interval_ms", min_refetch.is_some()),
+        ];
+        if let Some((name, _)) = stray.iter().find(|(_, set)| *set) {
+            return Err(ConfigError::Invalid(format!(
+                "{name} needs user_listen (the user API is off without it)"
+            )));
+        }
+        return Ok(None);
+    };
+    let d = JwksSettings::default();
+    Ok(Some(UserApiConfig {
+        listen,
+        jwks: JwksSettings {
+            issuer: issuer.unwrap_or(d.issuer),
+            audience: audience.unwrap_or(d.audience),
+            refresh: refresh.map_or(d.refresh, Duration::from_millis),
+            min_refetch: min_refetch.map_or(d.min_refetch, Duration::from_millis),
+        },
+    }))
 }
 
 /// Checks `--manager-url` and returns it without a trailing `/`.
@@ -440,6 +551,90 @@ mod tests {
         assert!(err.to_string().contains("not a loopback address"), "{err}");
         let cli = Cli::parse_from(["outband-gateway", "--http-listen", "[::1]:0"]);
         assert!(Config::merge(cli, FileConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn user_api_settings() {
+        let cfg = Config::merge(Cli::default(), FileConfig::default()).unwrap();
+        assert_eq!(cfg.user_api, None, "off by default");
+        let mgr = ["--manager-url", "http://127.0.0.1:8090"];
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["outband-gateway"];
+            args.extend_from_slice(extra);
+            Config::merge(Cli::parse_from(args), FileConfig::default())
+        };
+        let u = parse(&[mgr[0], mgr[1], "--user-listen", "127.0.0.1:0"])
+            .unwrap()
+            .user_api
+            .unwrap();
+        assert_eq!(u.jwks, JwksSettings::default());
+        assert_eq!(u.jwks.issuer, "outband-manager");
+        assert_eq!(u.jwks.audience, "outband");
+        let u = parse(&[
+            mgr[0],
+            mgr[1],
+            "--user-listen",
+            "[::1]:9443",
+            "--jwt-issuer",
+            "https://mgr.example",
+            "--jwks-min-refetch-interval-ms",
+            "500",
+        ])
+        .unwrap()
+        .user_api
+        .unwrap();
+        assert_eq!(u.jwks.issuer, "https://mgr.example");
+        assert_eq!(u.jwks.min_refetch, Duration::from_millis(500));
+        for (args, why) in [
+            (
+                vec!["--user-listen", "127.0.0.1:0"],
+                "user_listen needs manager_url",
+            ),
+            (
+                vec![mgr[0], mgr[1], "--user-listen", "0.0.0.0:9443"],
+                "not a loopback address: give tls_cert",
+            ),
+            (
+                vec![mgr[0], mgr[1], "--jwt-audience", "x"],
+                "jwt_audience needs user_listen",
+            ),
+            (
+                vec![
+                    mgr[0],
+                    mgr[1],
+                    "--user-listen",
+                    "127.0.0.1:0",
+                    "--jwt-issuer",
+                    "",
+                ],
+                "jwt_issuer must be",
+            ),
+            (
+                vec![
+                    mgr[0],
+                    mgr[1],
+                    "--user-listen",
+                    "127.0.0.1:0",
+                    "--jwks-min-refetch-interval-ms",
+                    "0",
+                ],
+                "jwks_min_refetch_interval_ms 0",
+            ),
+        ] {
+            let err = parse(&args).unwrap_err();
+            assert!(err.to_string().contains(why), "{args:?}: {err}");
+        }
+        // A public address is fine with a certificate.
+        let file: FileConfig = toml::from_str(
+            "manager_url = \"https://mgr.example\"\nuser_listen = \"0.0.0.0:9443\"\n\
+             tls_cert = \"/etc/c.pem\"\ntls_key = \"/etc/k.pem\"\n",
+        )
+        .unwrap();
+        let u = Config::merge(Cli::default(), file)
+            .unwrap()
+            .user_api
+            .unwrap();
+        assert_eq!(u.listen.to_string(), "0.0.0.0:9443");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - [`agents`]: agent listener, certificate verifier, hello, per-connection task.
 //! - [`registry`]: connected agents; opening streams to them.
 //! - [`relay`]: TCP listeners whose connections become streams.
-//! - [`http`]: the operator HTTP API (no authentication yet: loopback only).
+//! - [`http`]: the operator HTTP API (no authentication: loopback only), and the
+//!   user API (`--user-listen`, access tokens from the manager).
 //! - [`metrics`]: counters and Prometheus text.
 //! - [`manager`]: the optional outbound link to the manager (registration,
 //!   heartbeats with the connected agents, revocation feed).
@@ -63,6 +64,15 @@ pub enum GatewayError {
     /// The manager client could not be set up (`manager_url`, `manager_ca_file`).
     #[error("setting up the manager client")]
     Manager(#[from] manager::client::ClientError),
+    /// The user API listener could not be bound.
+    #[error("binding the user API listener {addr}")]
+    UserListen {
+        /// The address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Contents of the `--ready-file`.
@@ -72,6 +82,9 @@ pub struct ReadyInfo {
     pub agent_addr: String,
     /// HTTP listener address.
     pub http_addr: String,
+    /// User API listener address (`--user-listen`), when on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_addr: Option<String>,
     /// Absolute path of the dev CA agents should pin (`null` with production certs).
     pub ca_file: Option<String>,
     /// SHA-256 fingerprint of the dev CA (`sha256:<hex>`).
@@ -152,11 +165,54 @@ pub async fn run(
         );
     }
 
+    let mut user_addr = None;
+    let user_api = match (&config.user_api, &manager_link) {
+        (Some(u), Some(link)) => {
+            let listener =
+                TcpListener::bind(u.listen)
+                    .await
+                    .map_err(|source| GatewayError::UserListen {
+                        addr: u.listen,
+                        source,
+                    })?;
+            user_addr = Some(listener.local_addr().map_err(GatewayError::ListenerAddr)?);
+            let tls = match &config.tls {
+                Some(files) => Some(http::listen::user_tls_config(pki::load_files(
+                    &files.cert,
+                    &files.key,
+                )?)?),
+                None => None,
+            };
+            let jwks = Arc::new(manager::jwks::JwksCache::new(link, u.jwks.clone()));
+            let events = Arc::new(manager::events::EventQueue::default());
+            tokio::spawn(jwks.clone().run(token.child_token()));
+            tokio::spawn(events.clone().run(link.clone(), token.child_token()));
+            let api = Arc::new(http::user::UserApi {
+                registry: registry.clone(),
+                manager: link.clone(),
+                jwks,
+                events,
+                metrics: http::user::UserMetrics::default(),
+            });
+            tracing::info!(user_addr = ?user_addr, tls = tls.is_some(), "user API enabled");
+            tokio::spawn(http::listen::serve(
+                listener,
+                tls,
+                http::user::router(api.clone()),
+                http::listen::ListenLimits::default(),
+                token.child_token(),
+            ));
+            Some(api)
+        }
+        _ => None,
+    };
+
     let app = http::router(http::AppState {
         registry,
         relays,
         metrics,
         manager: manager_link,
+        user: user_api,
     });
     let http_task = tokio::spawn(
         axum::serve(http_listener, app)
@@ -168,6 +224,7 @@ pub async fn run(
         let info = ReadyInfo {
             agent_addr: agent_addr.to_string(),
             http_addr: http_addr.to_string(),
+            user_addr: user_addr.map(|a| a.to_string()),
             ca_file: ca_file.as_ref().map(|p| p.display().to_string()),
             ca_fingerprint,
         };

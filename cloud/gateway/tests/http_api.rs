@@ -25,6 +25,7 @@ fn app() -> axum::Router {
         relays,
         metrics,
         manager: None,
+        user: None,
     })
 }
 

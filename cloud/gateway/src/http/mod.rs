@@ -11,9 +11,14 @@
 //! - `GET /api/v1/agents`, `GET /api/v1/agents/{id}`
 //! - `GET /api/v1/relays`, `POST /api/v1/relays`, `DELETE /api/v1/relays/{id}`
 //! - `POST /api/v1/agents/{id}/power`, `.../bmc-info`, `.../boot-device` (see [`bmc`])
+//!
+//! The user API (bearer tokens from the manager) is a separate router on its own
+//! listener: [`user`], served by [`listen`].
 
 pub mod bmc;
 mod error;
+pub mod listen;
+pub mod user;
 
 use std::sync::Arc;
 
@@ -52,6 +57,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The manager link; `None` when standalone.
     pub manager: Option<Arc<ManagerLink>>,
+    /// The user API, when `--user-listen` is set (its counters go into `/metrics`).
+    pub user: Option<Arc<user::UserApi>>,
 }
 
 /// Builds the router.
@@ -152,12 +159,18 @@ async fn manager_status(State(s): State<AppState>) -> Json<serde_json::Value> {
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let mut gauges = s.registry.gauges();
     gauges.relays = s.relays.len() as u64;
+    let mut text = s.metrics.render(gauges);
+    if let Some(u) = &s.user {
+        u.metrics.render(&mut text);
+        u.jwks.render(&mut text);
+        u.events.render(&mut text);
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.render(gauges),
+        text,
     )
 }
 

@@ -73,7 +73,7 @@ impl EventBuffer {
             .take(max)
             .map(|(_, e)| e.clone())
             .collect();
-        let last = self.queue.iter().take(max).last()?.0;
+        let last = self.queue.get(events.len().checked_sub(1)?)?.0;
         Some((events, last))
     }
 
@@ -211,7 +211,11 @@ impl EventQueue {
         }
     }
 
-    async fn send(&self, link: &ManagerLink, events: Vec<GatewayEvent>) -> Result<usize, SendError> {
+    async fn send(
+        &self,
+        link: &ManagerLink,
+        events: Vec<GatewayEvent>,
+    ) -> Result<usize, SendError> {
         let token = link
             .gateway_token()
             .ok_or_else(|| SendError::Retry("the gateway is not registered yet".into()))?;
@@ -308,7 +312,10 @@ mod tests {
         }
         let (batch, last) = b.batch(2).unwrap();
         assert_eq!(
-            batch.iter().map(|e| e.server_id.as_str()).collect::<Vec<_>>(),
+            batch
+                .iter()
+                .map(|e| e.server_id.as_str())
+                .collect::<Vec<_>>(),
             vec!["srv_0", "srv_1"]
         );
         // More arrive (and push out the oldest) while that batch is in flight.
@@ -334,7 +341,11 @@ mod tests {
         b.push(e);
         let (batch, _) = b.batch(1).unwrap();
         let d = batch[0].detail.as_deref().unwrap();
-        assert!(d.len() <= MAX_DETAIL && d.len() >= MAX_DETAIL - 1, "{}", d.len());
+        assert!(
+            d.len() <= MAX_DETAIL && d.len() >= MAX_DETAIL - 1,
+            "{}",
+            d.len()
+        );
     }
 
     #[test]

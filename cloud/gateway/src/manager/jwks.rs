@@ -180,17 +180,14 @@ impl JwksCache {
             .call_raw::<()>(Method::GET, JWKS_PATH, None, None)
             .await
         {
-            Ok(body) => outband_jwt::parse_jwks(&body)
-                .map_err(|e| format!("GET {JWKS_PATH}: {e}")),
+            Ok(body) => outband_jwt::parse_jwks(&body).map_err(|e| format!("GET {JWKS_PATH}: {e}")),
             Err(e) => Err(e.to_string()),
         };
         match result {
             Ok(set) => {
                 let n = set.len();
                 let before = self.current();
-                let changed = before
-                    .as_ref()
-                    .is_none_or(|b| !b.kids().eq(set.kids()));
+                let changed = before.as_ref().is_none_or(|b| !b.kids().eq(set.kids()));
                 if changed {
                     tracing::info!(
                         kids = ?set.kids().collect::<Vec<_>>(),
@@ -412,7 +409,10 @@ mod tests {
             );
         }
         assert_eq!(cache.counters.fetch_error.load(Ordering::Relaxed), before);
-        assert_eq!(cache.counters.refetch_unknown_kid.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            cache.counters.refetch_unknown_kid.load(Ordering::Relaxed),
+            1
+        );
         assert_eq!(cache.counters.refetch_limited.load(Ordering::Relaxed), 50);
         // The failed fetches kept the set.
         assert!(cache.verify(&token(&k, DEFAULT_ISSUER)).await.is_ok());
@@ -432,6 +432,9 @@ mod tests {
         for t in ["", "x", "a.b.c", &"A".repeat(100_000)] {
             assert!(cache.verify(t).await.is_err());
         }
-        assert_eq!(cache.counters.refetch_unknown_kid.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            cache.counters.refetch_unknown_kid.load(Ordering::Relaxed),
+            0
+        );
     }
 }
