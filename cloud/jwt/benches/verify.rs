@@ -86,7 +86,16 @@ fn main() {
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     });
     println!("token validation, {threads} threads: {total:.0} tokens/s");
-    let bad = format!("{}x", &token[..token.len() - 1]);
+    // A signature that decodes but does not verify (one character in its middle
+    // changed), so the refusal costs a real Ed25519 verification.
+    let mut bad = token.clone().into_bytes();
+    let i = bad.len() - 20;
+    bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+    let bad = String::from_utf8(bad).unwrap();
+    assert_eq!(
+        set.verify(&bad, &expect),
+        Err(outband_jwt::TokenError::Signature)
+    );
     let refused = rate(window, || {
         std::hint::black_box(set.verify(&bad, &expect).unwrap_err());
     });
