@@ -348,6 +348,50 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_manager_that_is_down_keeps_the_newest_events_and_counts_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = Arc::new(
+            ManagerLink::new(
+                crate::config::ManagerConfig {
+                    url: "http://127.0.0.1:1".into(),
+                    registration_credential_file: None,
+                    ca_file: None,
+                    heartbeat_interval: Duration::from_secs(60),
+                    timeout: Duration::from_secs(1),
+                },
+                dir.path().to_owned(),
+            )
+            .unwrap(),
+        );
+        // A token, so the sender really calls the (absent) manager.
+        *link.token.lock().unwrap() = Some(super::super::secret::Secret::new("obg_x".into()));
+        let queue = Arc::new(EventQueue::with_capacity(3));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(queue.clone().run(link, cancel.clone()));
+        for i in 0..5 {
+            queue.push(ev(i));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while queue.send_errors.load(Ordering::Relaxed) == 0 {
+            assert!(std::time::Instant::now() < deadline, "no send attempt");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(queue.len(), 3, "the newest three wait for the manager");
+        let mut text = String::new();
+        queue.render(&mut text);
+        assert!(
+            text.contains("outband_gateway_manager_events_total{result=\"dropped\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("outband_gateway_manager_events_total{result=\"sent\"} 0"),
+            "{text}"
+        );
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
     #[test]
     fn which_refusals_are_retried() {
         let status = |s: StatusCode| ClientError::Status {
