@@ -5,12 +5,14 @@ use axum::http::{Method, StatusCode};
 use serde_json::json;
 
 use crate::ctx::{Db, PASSWORD, Resp, TestApp, both};
+use crate::gateways::gateway;
 
 both!(
     spoofed_forwarded_for_from_an_untrusted_peer_is_ignored,
     a_trusted_proxy_forwards_the_client_address,
     malformed_and_oversized_forwarded_for,
     forwarded_proto_decides_whether_gateway_credentials_may_pass,
+    bmc_credentials_leave_only_over_an_encrypted_client_connection,
 );
 
 const PROXY: [u8; 4] = [10, 0, 0, 2];
@@ -293,4 +295,90 @@ async fn forwarded_proto_decides_whether_gateway_credentials_may_pass(db: Db) {
             assert_eq!(r.code(), expect);
         }
     }
+}
+
+async fn bmc_credentials_leave_only_over_an_encrypted_client_connection(db: Db) {
+    let canary = format!("CANARY-{}-tls", outband_manager::ids::random_token(6));
+    let app = app_behind_proxy(db).await;
+    let root = app.root().await;
+    let (g, gw) = gateway(&app, &root, "g").await;
+    let a = app.tenant("A").await;
+    let admin = app.member("admin@a.example", &a, "admin").await;
+    let op = app.member("op@a.example", &a, "operator").await;
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/gateway/heartbeat",
+            Some(json!({"agents": [{"agent_id": "agt_1", "pairing_code": "AAAA-AAAA"}]})),
+            &gw,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/agents/adopt",
+            Some(json!({"pairing_code": "AAAA-AAAA", "agent_id": "agt_1"})),
+            &admin,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/servers",
+            Some(json!({"name": "s", "gateway_id": g, "agent_id": "agt_1",
+                "endpoints": {"power": "ipmi://10.0.0.5"},
+                "credentials": {"username": "ADMIN", "password": canary}})),
+            &admin,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let server = r.json()["id"].as_str().unwrap().to_owned();
+    let body =
+        json!({"access_token": op, "server_id": server, "kind": "power_control"}).to_string();
+    let ask = |peer: [u8; 4], tls: bool, headers: &'static [(&'static str, &'static str)]| {
+        let (app, body, gw) = (&app, body.clone(), gw.clone());
+        async move {
+            app.send_via(
+                Method::POST,
+                "/api/v1/gateway/session-authz",
+                Some(body),
+                Some(&gw),
+                peer,
+                tls,
+                headers,
+            )
+            .await
+        }
+    };
+    let remote = [198, 51, 100, 20];
+    // Encrypted: over our TLS listener from anywhere, or a trusted proxy's https.
+    for r in [
+        ask(remote, true, &[]).await,
+        ask(PROXY, false, &[("x-forwarded-proto", "https")]).await,
+        ask([127, 0, 0, 1], false, &[]).await,
+    ] {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.json()["allowed"], true, "{}", r.text);
+        assert_eq!(
+            r.json()["target"]["credentials"]["password"],
+            canary.as_str()
+        );
+    }
+    // Plain: refused before anything is looked up; the password never leaves.
+    for r in [
+        ask(remote, false, &[]).await,
+        ask(remote, false, &[("x-forwarded-proto", "https")]).await,
+        ask(PROXY, false, &[("x-forwarded-proto", "http")]).await,
+        ask(PROXY, true, &[("x-forwarded-proto", "http")]).await,
+    ] {
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (StatusCode::FORBIDDEN, "insecure_transport")
+        );
+        assert!(!r.text.contains(&canary));
+    }
+    let authz = app.audit(&root, "action=session_authz&limit=100").await;
+    assert_eq!(authz.len(), 3, "only the encrypted requests were decided");
 }
