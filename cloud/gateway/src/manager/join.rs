@@ -5,6 +5,7 @@
 //! - Off the connection task: the agent link never waits for the manager. At most
 //!   [`MAX_CONCURRENT_JOINS`] calls run at once; a connection presents its token at
 //!   most once, so the waiting is bounded by the connected agents.
+//! - A token of the wrong shape (`check_join_token`) is refused without a call.
 //! - Only an explicit verdict of the manager is final: 200 (adopted), 401
 //!   `invalid_credentials` (unknown, used or expired token: refused), 409 (agent
 //!   already adopted or rejected). Anything else (no manager link, not registered
@@ -218,6 +219,10 @@ impl Joiner {
     }
 
     async fn call(&self, agent_id: &str, pairing_code: &str, token: Secret) -> JoinResult {
+        // Junk never reaches the manager (and can never work).
+        if let Err(e) = outband_proto::handshake::check_join_token(token.expose()) {
+            return result(JoinOutcome::Refused, e);
+        }
         let Some(link) = &self.link else {
             return result(
                 JoinOutcome::NotUsed,
@@ -435,5 +440,11 @@ mod tests {
         assert_eq!(outcome(&r), JoinOutcome::NotUsed);
         assert!(r.message.contains("no manager link"), "{}", r.message);
         assert_eq!(metrics.joins[3].load(Ordering::Relaxed), 1);
+        let r = joiner
+            .join("ag-1", "ABCD-EFGH", Secret::new("obgr_canary".into()))
+            .await;
+        assert_eq!(outcome(&r), JoinOutcome::Refused);
+        assert!(!r.message.contains("canary"), "{}", r.message);
+        assert_eq!(metrics.joins[1].load(Ordering::Relaxed), 1);
     }
 }
