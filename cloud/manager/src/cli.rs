@@ -79,6 +79,9 @@ pub struct ServeArgs {
     /// TLS handshakes in progress at most.
     #[arg(long, default_value_t = 64)]
     pub max_handshakes: usize,
+    /// TLS handshakes in progress from one address (IPv6: one /64) at most.
+    #[arg(long, default_value_t = 8)]
+    pub max_handshakes_per_ip: usize,
     /// Write {"http_addr": ...} here once listening.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
@@ -194,6 +197,7 @@ impl Cli {
         c.limits.max_connections = s.max_connections;
         c.limits.handshake_timeout = s.handshake_timeout;
         c.limits.max_handshakes = s.max_handshakes;
+        c.limits.max_handshakes_per_ip = s.max_handshakes_per_ip;
         c
     }
 }

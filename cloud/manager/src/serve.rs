@@ -6,12 +6,15 @@
 //! With TLS ([`crate::tls`]) the handshake runs in the connection's own task, under
 //! [`Limits::handshake_timeout`] (waiting for a slot included) and at most
 //! [`Limits::max_handshakes`] at once: a client that stalls its handshake costs one
-//! slot for a while, never the accept loop. Every request carries a [`Transport`]
+//! slot for a while, never the accept loop; one address may have at most
+//! [`Limits::max_handshakes_per_ip`] in progress (more are closed at once), so one
+//! address cannot take every slot. Every request carries a [`Transport`]
 //! extension saying whether it came over TLS.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -48,6 +51,10 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// TLS handshakes in progress at most.
     pub max_handshakes: usize,
+    /// TLS handshakes in progress (or waiting for a slot) from one address (IPv6: one
+    /// /64) at most; further connections from it are closed at once, so one address
+    /// cannot take every slot.
+    pub max_handshakes_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -58,6 +65,7 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             max_handshakes: 64,
+            max_handshakes_per_ip: 8,
         }
     }
 }
@@ -74,6 +82,7 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes.max(1)));
     let acceptor = tls.map(TlsAcceptor::from);
+    let pending = Arc::new(Pending::default());
     let graceful = GracefulShutdown::new();
     let stop = CancellationToken::new();
     tokio::pin!(shutdown);
@@ -105,6 +114,10 @@ pub async fn serve(
             });
             continue;
         };
+        let Some(pending_guard) = pending.admit(peer.ip(), limits.max_handshakes_per_ip) else {
+            tracing::debug!(%peer, "too many TLS handshakes from this address; closed");
+            continue;
+        };
         let handshakes = handshakes.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -127,6 +140,7 @@ pub async fn serve(
                 },
                 _ = stop.cancelled() => return,
             };
+            drop(pending_guard);
             serve_connection(stream, peer, true, app, limits, watcher).await;
         });
     }
@@ -136,6 +150,51 @@ pub async fn serve(
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!("shutdown grace period over; dropping open connections");
+        }
+    }
+}
+
+/// TLS handshakes in progress per source address (IPv6 by /64).
+#[derive(Debug, Default)]
+struct Pending(Mutex<HashMap<IpAddr, usize>>);
+
+/// One pending handshake; gives its place back on drop.
+struct PendingGuard {
+    pending: Arc<Pending>,
+    key: IpAddr,
+}
+
+impl Pending {
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+            v4 => v4,
+        }
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<PendingGuard> {
+        let key = Pending::key(ip);
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key).or_default();
+        if *n >= limit.max(1) {
+            return None;
+        }
+        *n += 1;
+        Some(PendingGuard {
+            pending: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        let mut map = self.pending.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
         }
     }
 }

@@ -27,6 +27,7 @@ both!(
     https_serves_the_api_on_tls_1_3_and_1_2,
     plaintext_to_the_tls_port_fails_cleanly,
     a_stalled_handshake_does_not_block_other_clients,
+    one_address_cannot_take_every_handshake_slot,
     plain_http_binds_only_to_loopback_unless_allowed,
     unusable_tls_files_stop_the_start,
 );
@@ -178,6 +179,24 @@ async fn https(
     body: Option<(&Value, Option<&str>)>,
 ) -> std::io::Result<(u16, Value)> {
     let tcp = TcpStream::connect(addr).await?;
+    https_over(tcp, pki, version, method, path, body).await
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.0/8).
+async fn connect_from(addr: SocketAddr, from: [u8; 4]) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    socket.connect(addr).await
+}
+
+async fn https_over(
+    tcp: TcpStream,
+    pki: &Pki,
+    version: Tls,
+    method: &str,
+    path: &str,
+    body: Option<(&Value, Option<&str>)>,
+) -> std::io::Result<(u16, Value)> {
     let name = ServerName::try_from("localhost").unwrap();
     let mut tls = tokio::time::timeout(
         Duration::from_secs(10),
@@ -408,4 +427,45 @@ async fn unusable_tls_files_stop_the_start(db: Db) {
     .await;
     let text = expect_err(m).await;
     assert!(text.contains("empty.pem"), "{text}");
+}
+
+async fn one_address_cannot_take_every_handshake_slot(db: Db) {
+    let (m, pki) = start(db, "127.0.0.1:0", |c, _| {
+        c.limits.handshake_timeout = Duration::from_secs(20);
+        c.limits.max_handshakes_per_ip = 2;
+    })
+    .await;
+    let pki = pki.unwrap();
+    m.ready(Some(&pki)).await;
+    let from = [127, 0, 0, 7];
+    let mut stallers = Vec::new();
+    for _ in 0..2 {
+        stallers.push(connect_from(m.addr, from).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A third from the same address is closed at once.
+    let mut third = connect_from(m.addr, from).await.unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(3), third.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the third handshake from one address was not refused: {closed:?}"
+    );
+    // Another address is served at once.
+    let started = Instant::now();
+    let tcp = connect_from(m.addr, [127, 0, 0, 8]).await.unwrap();
+    let (status, _) = https_over(tcp, &pki, Tls::Any, "GET", "/health", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Once the stallers give up, the address may connect again.
+    drop(stallers);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let tcp = connect_from(m.addr, from).await.unwrap();
+    let (status, _) = https_over(tcp, &pki, Tls::Any, "GET", "/health", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    m.stop().await;
 }
