@@ -702,3 +702,55 @@ fn canary_bmc_password_is_not_in_responses_logs_or_the_database_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no credential key with id"), "{err}");
 }
+
+#[test]
+fn plain_http_on_a_public_address_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run_cli(
+        dir.path(),
+        &["--listen", "0.0.0.0:0", "--no-bootstrap-admin"],
+        "",
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("--insecure-plain-http"), "{out}");
+    assert!(
+        !dir.path().join("manager-data").exists(),
+        "refused before the data dir"
+    );
+    // Half a TLS configuration is a usage error.
+    let (ok, out) = run_cli(dir.path(), &["--tls-cert", "c.pem"], "");
+    assert!(!ok && out.contains("--tls-key"), "{out}");
+    // Explicitly allowed: it serves on every address.
+    let ready = dir.path().join("plain.ready");
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .args([
+            "--listen",
+            "0.0.0.0:0",
+            "--insecure-plain-http",
+            "--no-bootstrap-admin",
+        ])
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let port = loop {
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            let addr: std::net::SocketAddr = v["http_addr"].as_str().unwrap().parse().unwrap();
+            assert!(addr.ip().is_unspecified(), "{addr}");
+            break addr.port();
+        }
+        assert!(child.try_wait().unwrap().is_none(), "manager exited");
+        assert!(Instant::now() < deadline, "manager not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (status, _) = get(&format!("http://127.0.0.1:{port}/health"), None);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200);
+}

@@ -375,6 +375,26 @@ async fn a_tenant_is_deleted_only_when_empty(db: Db) {
     let b = app.tenant("B").await;
     let admin = app.member("admin@a.example", &a, "admin").await;
     let admin_id = id_of(&app, &admin).await;
+    // An agent adopted into A.
+    let (_g, gw) = gateway(&app, &root, "g").await;
+    let report = json!({"agents": [{"agent_id": "agt_a", "pairing_code": "AAAA-AAAA"}]});
+    let heartbeat = || {
+        let (app, gw, report) = (&app, gw.clone(), report.clone());
+        async move {
+            app.call(Method::POST, "/api/v1/gateway/heartbeat", Some(report), &gw)
+                .await
+        }
+    };
+    assert_eq!(heartbeat().await.status, StatusCode::OK);
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/agents/adopt",
+            Some(json!({"pairing_code": "AAAA-AAAA", "agent_id": "agt_a"})),
+            &admin,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let r = app
         .call(Method::POST, "/api/v1/join-tokens", Some(json!({})), &admin)
         .await;
@@ -460,7 +480,14 @@ async fn a_tenant_is_deleted_only_when_empty(db: Db) {
         .audit(&root, &format!("action=tenant_delete&target={a}"))
         .await;
     assert_eq!(audit.len(), 1);
-    assert_eq!(audit[0]["detail"], "A agents_released=0 join_tokens=1");
+    assert_eq!(audit[0]["detail"], "A agents_released=1 join_tokens=1");
+    // The released agent is pending again when its gateway reports it.
+    assert_eq!(heartbeat().await.status, StatusCode::OK);
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM agents WHERE id = 'agt_a'")
+        .fetch_one(app.m.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(status, "pending");
     // The other tenant is untouched; its name can be reused for A's.
     assert_eq!(
         app.call(Method::GET, &format!("/api/v1/tenants/{b}"), None, &root)
