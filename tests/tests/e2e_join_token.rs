@@ -9,14 +9,19 @@
 //! - A token past its lifetime is refused.
 //! - With the manager down the token is not used (not spent, not refused); once the
 //!   manager is back, the next connection adopts the agent with it.
+//! - Hostile hellos: a token over 128 bytes closes the connection at the hello; a
+//!   token of the wrong shape is refused by the gateway without a manager call.
 //! - The token appears in no log.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use outband_e2e::fake_agent::{ClientCert, FakeAgent};
 use outband_e2e::manager::Manager;
 use outband_e2e::wait::{wait_for, wait_until};
 use outband_e2e::{Agent, AgentOptions, Gateway, GatewayOptions, TestContext};
+use outband_proto::handshake;
+use outband_proto::pb::{self, frame};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(30);
@@ -396,6 +401,73 @@ fn standalone_gateway_does_not_use_the_token() {
             })?;
         anyhow::ensure!(!a.state_dir().join("join-token.state").exists());
         anyhow::ensure!(gw.agent_ids()?.contains(&id), "the agent was dropped");
+        Ok(())
+    });
+}
+
+/// A hello from a fake agent with `token`; the first frame the gateway answers.
+fn hello_with_token(s: &Setup, token: &str) -> anyhow::Result<(FakeAgent, pb::Frame)> {
+    let mut fake = FakeAgent::connect(s.gw.agent_addr(), s.gw.ca_file(), ClientCert::Valid, T)?;
+    let mut hello = handshake::hello("outband-e2e fake agent", &fake.pairing_code, 65536);
+    if let Some(frame::Kind::Hello(h)) = hello.kind.as_mut() {
+        h.join_token = token.to_owned();
+    }
+    fake.send_frame(&hello)?;
+    let answer = fake
+        .read_frame(T)?
+        .ok_or_else(|| anyhow::anyhow!("gateway closed the connection after hello"))?;
+    Ok((fake, answer))
+}
+
+#[test]
+fn hostile_tokens_are_bounded_and_never_reach_the_manager() {
+    TestContext::run("join_token_hostile", |ctx| {
+        let s = setup(ctx)?;
+
+        // Over 128 bytes: the hello is refused, the connection closed.
+        let long = format!("objt_{}", "L0ngCanary".repeat(13));
+        let (_, answer) = hello_with_token(&s, &long)?;
+        match &answer.kind {
+            Some(frame::Kind::GoAway(g)) => anyhow::ensure!(
+                g.reason.contains("join_token longer than 128 bytes"),
+                "reason: {}",
+                g.reason
+            ),
+            other => anyhow::bail!("expected GoAway, got {other:?}"),
+        }
+
+        // The wrong shape: a JoinResult REFUSED at once, and the manager never asked.
+        let (mut fake, answer) = hello_with_token(&s, "obgr_WrongPrefixCanary")?;
+        anyhow::ensure!(
+            matches!(answer.kind, Some(frame::Kind::HelloAck(_))),
+            "expected HelloAck, got {answer:?}"
+        );
+        let result = wait_for("a JoinResult request", T, || {
+            match fake.read_frame(Duration::from_millis(200)).ok()??.kind {
+                Some(frame::Kind::Request(pb::Request {
+                    body: Some(pb::request::Body::JoinResult(r)),
+                    ..
+                })) => Some(r),
+                _ => None,
+            }
+        })?;
+        anyhow::ensure!(
+            result.outcome == pb::JoinOutcome::Refused as i32
+                && result.message.contains("objt_")
+                && !result.message.contains("Canary"),
+            "{result:?}"
+        );
+        wait_until("the refusal counted", T, || joins(&s.gw, "refused") == 1.0)?;
+        anyhow::ensure!(
+            audit_join_entries(&s)?.is_empty(),
+            "the manager saw a join attempt"
+        );
+        let logs = s.gw.proc().stderr();
+        anyhow::ensure!(
+            !logs.contains("Canary"),
+            "a hostile token is in the gateway log"
+        );
+        s.gw.assert_no_panic()?;
         Ok(())
     });
 }
