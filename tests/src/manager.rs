@@ -159,6 +159,51 @@ impl Manager {
         ))
     }
 
+    /// Creates a gateway named `name` (as `admin`) and writes its one-time registration
+    /// credential to `cred_file`; returns the gateway id.
+    pub fn create_gateway(
+        &self,
+        admin: &str,
+        name: &str,
+        cred_file: &Path,
+    ) -> anyhow::Result<String> {
+        let (status, v) = self.call(
+            "POST",
+            "/api/v1/gateways",
+            Some(admin),
+            Some(&json!({ "name": name })),
+        )?;
+        anyhow::ensure!(status == 201, "create gateway: {status} {v}");
+        let credential = v["registration_credential"]
+            .as_str()
+            .with_context(|| format!("no registration_credential in {v}"))?;
+        std::fs::write(cred_file, format!("{credential}\n"))?;
+        v["gateway"]["id"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no gateway id in {v}"))
+    }
+
+    /// `outband-gateway` flags that link it to this manager (plain HTTP on loopback)
+    /// with the credential in `cred_file`.
+    pub fn gateway_args(
+        &self,
+        cred_file: &Path,
+        heartbeat_ms: u64,
+        timeout_ms: u64,
+    ) -> Vec<String> {
+        vec![
+            "--manager-url".into(),
+            self.url(),
+            "--registration-credential-file".into(),
+            cred_file.display().to_string(),
+            "--manager-heartbeat-interval-ms".into(),
+            heartbeat_ms.to_string(),
+            "--manager-timeout-ms".into(),
+            timeout_ms.to_string(),
+        ]
+    }
+
     /// Logs in and returns the access token.
     pub fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
         let (status, v) = self.call(

@@ -54,34 +54,12 @@ fn setup(ctx: &TestContext) -> anyhow::Result<Setup> {
     )?;
     anyhow::ensure!(status == 201, "tenant: {status} {tenant}");
     let tenant_id = tenant["id"].as_str().unwrap_or_default().to_owned();
-    let (status, created) = mgr.call(
-        "POST",
-        "/api/v1/gateways",
-        Some(&admin),
-        Some(&json!({ "name": "gw-join" })),
-    )?;
-    anyhow::ensure!(status == 201, "create gateway: {status} {created}");
     let cred_file = ctx.path().join("registration-credential");
-    std::fs::write(
-        &cred_file,
-        format!(
-            "{}\n",
-            created["registration_credential"].as_str().unwrap_or("")
-        ),
-    )?;
+    mgr.create_gateway(&admin, "gw-join", &cred_file)?;
     let gw = Gateway::start(
         ctx,
         GatewayOptions {
-            extra_args: vec![
-                "--manager-url".into(),
-                mgr.url(),
-                "--registration-credential-file".into(),
-                cred_file.display().to_string(),
-                "--manager-heartbeat-interval-ms".into(),
-                "300".into(),
-                "--manager-timeout-ms".into(),
-                "2000".into(),
-            ],
+            extra_args: mgr.gateway_args(&cred_file, 300, 2000),
             ..Default::default()
         },
     )?;
