@@ -147,6 +147,17 @@ pub enum AdminCommand {
         #[arg(long)]
         password_file: Option<PathBuf>,
     },
+    /// Give an existing account a one-time password (from --password-file, or a
+    /// generated one printed once): it must be changed at the next login, and every
+    /// session of the account ends. For a global admin who lost theirs.
+    ResetPassword {
+        /// Email address.
+        #[arg(long)]
+        email: String,
+        /// File holding the password (first line), `-` for stdin.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
 }
 
 /// `keys ...`.

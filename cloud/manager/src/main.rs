@@ -33,6 +33,10 @@ async fn main() -> ExitCode {
             email,
             password_file,
         })) => admin_create(&cli, email, password_file.as_deref()).await,
+        Some(Command::Admin(AdminCommand::ResetPassword {
+            email,
+            password_file,
+        })) => admin_reset_password(&cli, email, password_file.as_deref()).await,
         Some(Command::Keys(KeysCommand::Rotate { overlap })) => rotate(&cli, *overlap).await,
         Some(Command::Keys(KeysCommand::RewrapCredentials)) => rewrap(&cli).await,
     };
@@ -54,12 +58,10 @@ async fn serve(cli: &Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn admin_create(
-    cli: &Cli,
-    email: &str,
-    password_file: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
-    let (password, generated) = match password_file {
+/// The password from `--password-file` (first line; `-`: stdin), or a generated one
+/// (`true`).
+fn read_password(password_file: Option<&std::path::Path>) -> anyhow::Result<(String, bool)> {
+    Ok(match password_file {
         None => (users::generate_password(), true),
         Some(p) if p.as_os_str() == "-" => {
             let mut line = String::new();
@@ -77,7 +79,15 @@ async fn admin_create(
             let first = text.lines().next().unwrap_or_default().to_owned();
             (first, false)
         }
-    };
+    })
+}
+
+async fn admin_create(
+    cli: &Cli,
+    email: &str,
+    password_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let (password, generated) = read_password(password_file)?;
     let store = outband_manager::open_store(&cli.db.database()).await?;
     let user = users::create_user(
         &store,
@@ -93,6 +103,28 @@ async fn admin_create(
     println!("created global admin {} ({})", user.email, user.id);
     if generated {
         eprintln!("one-time password (shown once; must be changed at first login): {password}");
+    }
+    Ok(())
+}
+
+async fn admin_reset_password(
+    cli: &Cli,
+    email: &str,
+    password_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let (password, generated) = read_password(password_file)?;
+    let store = outband_manager::open_store(&cli.db.database()).await?;
+    let result = users::reset_password_offline(&store, &Clock::default(), email, &password).await;
+    store.close().await;
+    let Some((user, revoked)) = result? else {
+        anyhow::bail!("no account with email {email:?}");
+    };
+    println!(
+        "reset the password of {} ({}); {revoked} sessions ended; it must be changed at the next login",
+        user.email, user.id
+    );
+    if generated {
+        eprintln!("one-time password (shown once): {password}");
     }
     Ok(())
 }

@@ -156,6 +156,51 @@ pub async fn create_user_in(
     store_user(store, clock, row, how, None).await
 }
 
+/// Sets a one-time password for the account with this email (the CLI's
+/// `admin reset-password`, e.g. for a global admin who lost theirs): the user must
+/// change it at the next login, every session ends (revocation feed), and it is
+/// audited (`user_password_reset`, actor `cli`). Returns the user and the sessions
+/// revoked; `Ok(None)`: no such account.
+pub async fn reset_password_offline(
+    store: &Store,
+    clock: &Clock,
+    email: &str,
+    password: &str,
+) -> Result<Option<(UserRow, u64)>, CreateUserError> {
+    let email = check_new_user(email, password)?;
+    let Some(user) = store
+        .user_by_email(&email)
+        .await
+        .map_err(CreateUserError::Store)?
+    else {
+        return Ok(None);
+    };
+    let password = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || password::hash_blocking(&password))
+        .await
+        .map_err(|_| PasswordError::Join)??;
+    let Some(revoked) = store
+        .reset_password(&user.id, &hash, clock.now())
+        .await
+        .map_err(CreateUserError::Store)?
+    else {
+        return Ok(None);
+    };
+    store
+        .audit_append(&crate::store::audit::NewAudit {
+            at_ms: clock.now_ms(),
+            action: "user_password_reset",
+            outcome: "success",
+            actor_id: Some("cli".into()),
+            target: Some(user.id.clone()),
+            detail: Some(format!("cli sessions_revoked={revoked}")),
+            ..Default::default()
+        })
+        .await
+        .map_err(CreateUserError::Store)?;
+    Ok(Some((user, revoked)))
+}
+
 /// A generated one-time password (144 random bits).
 pub fn generate_password() -> String {
     ids::random_token(18)

@@ -754,3 +754,74 @@ fn plain_http_on_a_public_address_is_refused_at_start() {
     let _ = child.wait();
     assert_eq!(status, 200);
 }
+
+#[test]
+fn admin_reset_password_gives_a_global_admin_a_one_time_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("pw"), "the lost admin password\n").unwrap();
+    let (ok, out) = run_cli(
+        d,
+        &[
+            "admin",
+            "create",
+            "--email",
+            "root@example.com",
+            "--password-file",
+            "pw",
+        ],
+        "",
+    );
+    assert!(ok, "{out}");
+    let m = Manager::start(d, "reset", &["--no-bootstrap-admin"]);
+    let (status, t) = login(&m, "root@example.com", "the lost admin password");
+    assert_eq!(status, 200, "{t}");
+    let refresh = t["refresh_token"].as_str().unwrap().to_owned();
+    // Offline, beside the running manager (same database).
+    let (ok, out) = run_cli(
+        d,
+        &["admin", "reset-password", "--email", "ROOT@example.com"],
+        "",
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("1 sessions ended"), "{out}");
+    let otp = out
+        .lines()
+        .find_map(|l| l.strip_prefix("one-time password (shown once): "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned();
+    let (status, _) = login(&m, "root@example.com", "the lost admin password");
+    assert_eq!(status, 401);
+    let (status, _) = post(
+        &m.url("/api/v1/auth/refresh"),
+        json!({ "refresh_token": refresh }),
+    );
+    assert_eq!(status, 401, "the old session ended");
+    let (status, t) = login(&m, "root@example.com", &otp);
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["password_change_required"], true);
+    // A given password, from stdin; an unknown account fails.
+    let (ok, out) = run_cli(
+        d,
+        &[
+            "admin",
+            "reset-password",
+            "--email",
+            "root@example.com",
+            "--password-file",
+            "-",
+        ],
+        "a new given password\n",
+    );
+    assert!(ok && !out.contains("a new given password"), "{out}");
+    let (status, _) = login(&m, "root@example.com", "a new given password");
+    assert_eq!(status, 200);
+    let (ok, out) = run_cli(
+        d,
+        &["admin", "reset-password", "--email", "nobody@example.com"],
+        "",
+    );
+    assert!(!ok && out.contains("no account"), "{out}");
+    let logs = m.stop();
+    assert!(!logs.contains(&otp) && !logs.contains("a new given password"));
+}
