@@ -167,7 +167,11 @@ pub async fn run(
         config.listen = addr;
     }
     config.validate_listener(config.listen)?;
-    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tls::TlsReloader::load)
+        .transpose()?;
     let store = open_store(&config.database).await?;
     let clock = Clock::default();
     if config.bootstrap_admin
@@ -200,6 +204,9 @@ pub async fn run(
     tracing::info!(http_addr = %addr, tls = tls.is_some(), backend = ?store.backend(), "manager ready");
     let cancel = tokio_util::sync::CancellationToken::new();
     let housekeeping = tokio::spawn(manager.housekeeping_loop(cancel.clone()));
+    if let Some(t) = &tls {
+        tokio::spawn(t.clone().reload_on_sighup(cancel.clone()));
+    }
     serve::serve(listener, app, tls, config.limits, shutdown).await;
     cancel.cancel();
     let _ = housekeeping.await;

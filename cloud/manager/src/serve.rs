@@ -75,13 +75,12 @@ impl Default for Limits {
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Arc<crate::tls::TlsReloader>>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes.max(1)));
-    let acceptor = tls.map(TlsAcceptor::from);
     let pending = Arc::new(Pending::default());
     let graceful = GracefulShutdown::new();
     let stop = CancellationToken::new();
@@ -107,7 +106,7 @@ pub async fn serve(
         let app = app.clone();
         // Taken before the handshake: shutdown waits for (or cancels) it too.
         let watcher = graceful.watcher();
-        let Some(acceptor) = acceptor.clone() else {
+        let Some(acceptor) = tls.as_ref().map(|t| TlsAcceptor::from(t.config())) else {
             tokio::spawn(async move {
                 let _permit = permit;
                 serve_connection(socket, peer, false, app, limits, watcher).await;

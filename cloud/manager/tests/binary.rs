@@ -825,3 +825,112 @@ fn admin_reset_password_gives_a_global_admin_a_one_time_password() {
     let logs = m.stop();
     assert!(!logs.contains(&otp) && !logs.contains("a new given password"));
 }
+
+/// A CA and a leaf for 127.0.0.1: (CA PEM, chain PEM, key PEM).
+fn tls_pki(name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let ca = params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(params, ca_key);
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (
+        ca.pem(),
+        format!("{}{}", leaf.pem(), ca.pem()),
+        key.serialize_pem(),
+    )
+}
+
+/// `GET /health` over TLS trusting only `ca_pem`: the status line, or the error.
+fn tls_health(addr: &str, ca_pem: &str) -> Result<String, String> {
+    use rustls_pki_types::pem::PemObject;
+    use std::io::Read;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let read = tls.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    match text.lines().next() {
+        Some(line) if line.starts_with("HTTP/") => Ok(line.to_owned()),
+        _ => Err(read.err().map_or(text, |e| e.to_string())),
+    }
+}
+
+#[test]
+fn sighup_reloads_a_renewed_tls_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca_a, chain_a, key_a) = tls_pki("CA A");
+    let (ca_b, chain_b, key_b) = tls_pki("CA B");
+    std::fs::write(d.join("tls.pem"), &chain_a).unwrap();
+    std::fs::write(d.join("tls.key"), &key_a).unwrap();
+    let m = Manager::start(
+        d,
+        "tls",
+        &[
+            "--no-bootstrap-admin",
+            "--tls-cert",
+            "tls.pem",
+            "--tls-key",
+            "tls.key",
+        ],
+    );
+    assert_eq!(tls_health(&m.addr, &ca_a).as_deref(), Ok("HTTP/1.1 200 OK"));
+    assert!(tls_health(&m.addr, &ca_b).is_err());
+    let hup = |m: &Manager| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &m.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+    // Renewed files, then SIGHUP: new connections get the new certificate.
+    std::fs::write(d.join("tls.pem"), &chain_b).unwrap();
+    std::fs::write(d.join("tls.key"), &key_b).unwrap();
+    assert!(tls_health(&m.addr, &ca_b).is_err(), "not before the signal");
+    hup(&m);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tls_health(&m.addr, &ca_b).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the certificate was not reloaded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(tls_health(&m.addr, &ca_a).is_err());
+    // A broken file: the reload fails, the current certificate stays.
+    std::fs::write(d.join("tls.pem"), "garbage\n").unwrap();
+    hup(&m);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !m.logs().contains("TLS reload failed") {
+        assert!(Instant::now() < deadline, "no reload failure logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(tls_health(&m.addr, &ca_b).as_deref(), Ok("HTTP/1.1 200 OK"));
+    let logs = m.stop();
+    assert!(logs.contains("TLS certificate reloaded"), "{logs}");
+}
