@@ -20,11 +20,16 @@ fn main() -> Result<()> {
     let flag = |name: &str| args.iter().any(|a| a == name);
     match args.first().map(String::as_str) {
         Some("dist") => dist::run(flag("--check-size")),
-        Some("bench") => bench::run(flag("--quick")),
+        Some("bench") => bench::run(
+            flag("--quick"),
+            args.windows(2)
+                .find(|w| w[0] == "--only")
+                .map(|w| w[1].as_str()),
+        ),
         Some("bench-bmc") => bench_bmc::run(flag("--quick")),
         _ => {
             eprintln!(
-                "usage: cargo xtask dist [--check-size] | bench [--quick] | bench-bmc [--quick]"
+                "usage: cargo xtask dist [--check-size] | bench [--quick] [--only SECTION,...] | bench-bmc [--quick]"
             );
             bail!("unknown or missing subcommand")
         }

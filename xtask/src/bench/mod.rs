@@ -29,7 +29,21 @@ impl Report {
     }
 }
 
-pub fn run(quick: bool) -> Result<()> {
+/// The sections of the run, for `--only a,b`.
+pub const SECTIONS: &[&str] = &[
+    "bulk", "pingpong", "reqresp", "probe", "connect", "agent", "swarm",
+];
+
+pub fn run(quick: bool, only: Option<&str>) -> Result<()> {
+    let want = |section: &str| only.is_none_or(|o| o.split(',').any(|s| s == section));
+    if let Some(o) = only
+        && let Some(bad) = o.split(',').find(|s| !SECTIONS.contains(s))
+    {
+        anyhow::bail!(
+            "unknown bench section {bad:?}; sections: {}",
+            SECTIONS.join(", ")
+        );
+    }
     cargo(&[
         "build",
         "--release",
@@ -80,139 +94,159 @@ pub fn run(quick: bool) -> Result<()> {
     // Bulk throughput. Baselines: straight to the sink; through two plain TCP relay
     // hops (the tunnel's topology without encryption or multiplexing); one direct TLS
     // connection.
-    let two_hop = net::plain_relay(net::plain_relay(sink.clone())?.to_string())?.to_string();
     let two_hop_echo = net::plain_relay(net::plain_relay(echo.clone())?.to_string())?.to_string();
-    let total = if quick { 256 << 20 } else { 1 << 30 };
-    let direct = net::bulk_tcp(&sink, total)?;
-    let hops = net::bulk_tcp(&two_hop, total)?;
-    let tls = tls_baseline::bulk_tls(total)?;
-    let tun = net::bulk_tcp(&sink_relay, total)?;
-    r.row(
-        "bulk, 1 stream (Gbit/s)",
-        format!("{tun:.2}"),
-        format!("direct TCP {direct:.2}; two plain relay hops {hops:.2}; direct TLS {tls:.2}"),
-        format!("{:.2}× two-hop relay, {:.2}× TLS", tun / hops, tun / tls),
-        "≥ 3.5 Gbit/s-class, no worse than a plain two-hop relay",
-    );
-
-    // Ping-pong and request/response.
-    let iters = if quick { 2000 } else { 20000 };
-    let mut d64 = net::ping_pong(&echo, 64, iters)?;
-    let mut t64 = net::ping_pong(&echo_relay, 64, iters)?;
-    let (d50, d99, t50, t99) = (
-        pct(&mut d64, 0.5),
-        pct(&mut d64, 0.99),
-        pct(&mut t64, 0.5),
-        pct(&mut t64, 0.99),
-    );
-    r.row(
-        "64 B ping-pong p50 / p99 (µs)",
-        format!("{t50:.0} / {t99:.0}"),
-        format!("{d50:.0} / {d99:.0}"),
-        format!("+{:.0} / +{:.0} µs", t50 - d50, t99 - d99),
-        "added p50 ≤ 50 µs, p99 ≤ 500 µs",
-    );
-    for size in [16 * 1024, 64 * 1024] {
-        let n = if quick { 300 } else { 2000 };
-        let mut d = net::ping_pong(&echo, size, n)?;
-        let mut h = net::ping_pong(&two_hop_echo, size, n)?;
-        let mut t = net::ping_pong(&echo_relay, size, n)?;
-        let (dp, hp, tp) = (pct(&mut d, 0.5), pct(&mut h, 0.5), pct(&mut t, 0.5));
-        let (d9, t9) = (pct(&mut d, 0.99), pct(&mut t, 0.99));
-        let worst = t.last().copied().unwrap_or_default();
+    if want("bulk") {
+        let two_hop = net::plain_relay(net::plain_relay(sink.clone())?.to_string())?.to_string();
+        let total = if quick { 256 << 20 } else { 1 << 30 };
+        let direct = net::bulk_tcp(&sink, total)?;
+        let hops = net::bulk_tcp(&two_hop, total)?;
+        let tls = tls_baseline::bulk_tls(total)?;
+        let tun = net::bulk_tcp(&sink_relay, total)?;
         r.row(
-            &format!("{} KiB request/response p50 / p99 / max (µs)", size / 1024),
-            format!("{tp:.0} / {t9:.0} / {worst:.0}"),
-            format!("direct {dp:.0} / {d9:.0}; two plain hops p50 {hp:.0}"),
-            format!("{:.2}× direct, {:.2}× two-hop p50", tp / dp, tp / hp),
-            "≤ 2× direct, no 40 ms stalls",
+            "bulk, 1 stream (Gbit/s)",
+            format!("{tun:.2}"),
+            format!("direct TCP {direct:.2}; two plain relay hops {hops:.2}; direct TLS {tls:.2}"),
+            format!("{:.2}× two-hop relay, {:.2}× TLS", tun / hops, tun / tls),
+            "≥ 3.5 Gbit/s-class, no worse than a plain two-hop relay",
         );
     }
 
+    // Ping-pong and request/response.
+    let iters = if quick { 2000 } else { 20000 };
+    let mut idle99 = None;
+    if want("pingpong") {
+        let mut d64 = net::ping_pong(&echo, 64, iters)?;
+        let mut t64 = net::ping_pong(&echo_relay, 64, iters)?;
+        let (d50, d99, t50, t99) = (
+            pct(&mut d64, 0.5),
+            pct(&mut d64, 0.99),
+            pct(&mut t64, 0.5),
+            pct(&mut t64, 0.99),
+        );
+        r.row(
+            "64 B ping-pong p50 / p99 (µs)",
+            format!("{t50:.0} / {t99:.0}"),
+            format!("{d50:.0} / {d99:.0}"),
+            format!("+{:.0} / +{:.0} µs", t50 - d50, t99 - d99),
+            "added p50 ≤ 50 µs, p99 ≤ 500 µs",
+        );
+        idle99 = Some(t99);
+    }
+    if want("reqresp") {
+        for size in [16 * 1024, 64 * 1024] {
+            let n = if quick { 300 } else { 2000 };
+            let mut d = net::ping_pong(&echo, size, n)?;
+            let mut h = net::ping_pong(&two_hop_echo, size, n)?;
+            let mut t = net::ping_pong(&echo_relay, size, n)?;
+            let (dp, hp, tp) = (pct(&mut d, 0.5), pct(&mut h, 0.5), pct(&mut t, 0.5));
+            let (d9, t9) = (pct(&mut d, 0.99), pct(&mut t, 0.99));
+            let worst = t.last().copied().unwrap_or_default();
+            r.row(
+                &format!("{} KiB request/response p50 / p99 / max (µs)", size / 1024),
+                format!("{tp:.0} / {t9:.0} / {worst:.0}"),
+                format!("direct {dp:.0} / {d9:.0}; two plain hops p50 {hp:.0}"),
+                format!("{:.2}× direct, {:.2}× two-hop p50", tp / dp, tp / hp),
+                "≤ 2× direct, no 40 ms stalls",
+            );
+        }
+    }
+
     // Probe latency while another stream on the same agent connection runs bulk.
-    let (stop, bulk) = net::background_bulk(&drain_relay)?;
-    let mut busy = net::ping_pong(&echo_relay, 64, iters / 2)?;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let moved = bulk.join().unwrap_or(0);
-    let b99 = pct(&mut busy, 0.99);
-    r.row(
-        "64 B probe p99 during bulk on same agent (µs)",
-        format!("{b99:.0} (bulk moved {} MiB)", moved >> 20),
-        format!("idle tunnel {t99:.0}"),
-        format!("{:.2}×", b99 / t99),
-        "≤ 2× idle",
-    );
+    if want("probe") {
+        let t99 = match idle99 {
+            Some(t) => t,
+            None => pct(&mut net::ping_pong(&echo_relay, 64, iters)?, 0.99),
+        };
+        let (stop, bulk) = net::background_bulk(&drain_relay)?;
+        let mut busy = net::ping_pong(&echo_relay, 64, iters / 2)?;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let moved = bulk.join().unwrap_or(0);
+        let b99 = pct(&mut busy, 0.99);
+        r.row(
+            "64 B probe p99 during bulk on same agent (µs)",
+            format!("{b99:.0} (bulk moved {} MiB)", moved >> 20),
+            format!("idle tunnel {t99:.0}"),
+            format!("{:.2}×", b99 / t99),
+            "≤ 2× idle",
+        );
+    }
 
     // Stream open to first byte.
-    let n = if quick { 200 } else { 1000 };
-    let mut d = net::open_to_first_byte(&echo, n)?;
-    let mut t = net::open_to_first_byte(&echo_relay, n)?;
-    let (dp, tp) = (pct(&mut d, 0.5), pct(&mut t, 0.5));
-    r.row(
-        "connect to first echoed byte p50 (µs)",
-        format!("{tp:.0}"),
-        format!("{dp:.0}"),
-        format!("+{:.0} µs", tp - dp),
-        "≤ 500 µs",
-    );
+    if want("connect") {
+        let n = if quick { 200 } else { 1000 };
+        let mut d = net::open_to_first_byte(&echo, n)?;
+        let mut t = net::open_to_first_byte(&echo_relay, n)?;
+        let (dp, tp) = (pct(&mut d, 0.5), pct(&mut t, 0.5));
+        r.row(
+            "connect to first echoed byte p50 (µs)",
+            format!("{tp:.0}"),
+            format!("{dp:.0}"),
+            format!("+{:.0} µs", tp - dp),
+            "≤ 500 µs",
+        );
+    }
 
     // Agent memory when idle, then exec → first relayed byte.
-    std::thread::sleep(Duration::from_millis(500));
-    let agent_rss = agent.rss_kib()?;
-    r.row(
-        "agent idle RSS (KiB): connected / after this whole run",
-        format!("{agent_rss_fresh} / {agent_rss}"),
-        "-".into(),
-        "-".into(),
-        "≤ 3072 KiB",
-    );
-    drop(agent);
-    procs::wait_for(Duration::from_secs(10), "agent to disconnect", || {
-        procs::agents(&ready.http_addr)
-            .ok()?
-            .is_empty()
-            .then_some(())
-    })?;
-    let start = Instant::now();
-    agent = procs::agent(&agent_bin, &dir, &ready, std::slice::from_ref(&echo))?;
-    procs::wait_for(Duration::from_secs(20), "first relayed byte", || {
-        first_byte(&echo_relay)
-    })?;
-    let exec_ms = start.elapsed().as_secs_f64() * 1e3;
-    r.row(
-        "agent exec → first relayed byte (ms)",
-        format!("{exec_ms:.1}"),
-        "-".into(),
-        "-".into(),
-        "≤ 20 ms",
-    );
-    let size = std::fs::metadata(&agent_bin)?.len();
-    r.row(
-        "static x86_64 agent size (MiB)",
-        format!("{:.2}", size as f64 / 1048576.0),
-        "-".into(),
-        "-".into(),
-        "≤ 2.5 MiB",
-    );
+    if want("agent") {
+        std::thread::sleep(Duration::from_millis(500));
+        let agent_rss = agent.rss_kib()?;
+        r.row(
+            "agent idle RSS (KiB): connected / after this whole run",
+            format!("{agent_rss_fresh} / {agent_rss}"),
+            "-".into(),
+            "-".into(),
+            "≤ 3072 KiB",
+        );
+        drop(agent);
+        procs::wait_for(Duration::from_secs(10), "agent to disconnect", || {
+            procs::agents(&ready.http_addr)
+                .ok()?
+                .is_empty()
+                .then_some(())
+        })?;
+        let start = Instant::now();
+        agent = procs::agent(&agent_bin, &dir, &ready, std::slice::from_ref(&echo))?;
+        procs::wait_for(Duration::from_secs(20), "first relayed byte", || {
+            first_byte(&echo_relay)
+        })?;
+        let exec_ms = start.elapsed().as_secs_f64() * 1e3;
+        r.row(
+            "agent exec → first relayed byte (ms)",
+            format!("{exec_ms:.1}"),
+            "-".into(),
+            "-".into(),
+            "≤ 20 ms",
+        );
+        let size = std::fs::metadata(&agent_bin)?.len();
+        r.row(
+            "static x86_64 agent size (MiB)",
+            format!("{:.2}", size as f64 / 1048576.0),
+            "-".into(),
+            "-".into(),
+            "≤ 2.5 MiB",
+        );
+    }
 
     // Gateway memory per idle agent.
-    let n_agents = if quick { 1000 } else { 10_000 };
-    let ca = std::fs::read_to_string(&ready.ca_file)?;
-    std::thread::sleep(Duration::from_millis(300));
-    let before = gateway.rss_kib()?;
-    let swarm = swarm::connect(n_agents, &ready.agent_addr, &ca)?;
-    std::thread::sleep(Duration::from_secs(2));
-    let listed = procs::agents(&ready.http_addr)?.len();
-    let after = gateway.rss_kib()?;
-    let per = (after.saturating_sub(before)) as f64 * 1024.0 / n_agents as f64;
-    r.row(
-        &format!("gateway RSS per idle agent, {n_agents} agents (KiB)"),
-        format!("{:.1}", per / 1024.0),
-        format!("{before} KiB before, {after} KiB after, {listed} listed"),
-        "-".into(),
-        "≤ 16 KiB",
-    );
-    drop(swarm);
+    if want("swarm") {
+        let n_agents = if quick { 1000 } else { 10_000 };
+        let ca = std::fs::read_to_string(&ready.ca_file)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let before = gateway.rss_kib()?;
+        let swarm = swarm::connect(n_agents, &ready.agent_addr, &ca)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let listed = procs::agents(&ready.http_addr)?.len();
+        let after = gateway.rss_kib()?;
+        let per = (after.saturating_sub(before)) as f64 * 1024.0 / n_agents as f64;
+        r.row(
+            &format!("gateway RSS per idle agent, {n_agents} agents (KiB)"),
+            format!("{:.1}", per / 1024.0),
+            format!("{before} KiB before, {after} KiB after, {listed} listed"),
+            "-".into(),
+            "≤ 16 KiB",
+        );
+        drop(swarm);
+    }
     drop(agent);
     drop(gateway);
 

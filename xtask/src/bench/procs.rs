@@ -16,7 +16,19 @@ impl Proc {
     pub fn spawn(name: &'static str, bin: &Path, args: &[String], dir: &Path) -> Result<Proc> {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
-        let child = Command::new(bin)
+        // `OUTBAND_BENCH_WRAP_<NAME>=heaptrack` (or `perf record -g --`, ...) runs the
+        // process under a profiler.
+        let wrap = std::env::var(format!("OUTBAND_BENCH_WRAP_{}", name.to_uppercase())).ok();
+        let mut words = wrap.as_deref().unwrap_or_default().split_whitespace();
+        let mut cmd = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
