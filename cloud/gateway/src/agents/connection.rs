@@ -61,15 +61,20 @@ pub async fn run(
             Secret::new(join_token),
         ));
     }
-    let incoming = tokio::spawn(handle_incoming(
-        tunnel,
-        est.agent_id.clone(),
-        conn_id,
-        registry.clone(),
-    ));
-    let err = driver.await;
+    // In this task rather than one of its own: one task per idle agent, not two.
+    let incoming = handle_incoming(tunnel, est.agent_id.clone(), conn_id, registry.clone());
+    let err = {
+        tokio::pin!(incoming);
+        let mut driver = std::pin::pin!(driver);
+        let mut incoming_done = false;
+        loop {
+            tokio::select! {
+                err = &mut driver => break err,
+                () = &mut incoming, if !incoming_done => incoming_done = true,
+            }
+        }
+    };
     registry.remove_if(&est.agent_id, conn_id);
-    incoming.abort();
     metrics.disconnect(&err);
     let reason = err.to_string();
     match err {

@@ -210,8 +210,10 @@ impl AgentServer {
         peer: SocketAddr,
         pending: PendingGuard,
     ) {
+        // Boxed: the handshake's state (a whole TLS stream mid-handshake) is freed when
+        // it completes instead of sizing this task for the connection's lifetime.
         let attempt =
-            async {
+            Box::pin(async {
                 // Waiting for a slot counts against the deadline, so a flood of stalled
                 // peers cannot hold anyone else off for longer than the timeout.
                 let _permit =
@@ -219,7 +221,7 @@ impl AgentServer {
                         handshake::Rejection::tls("handshake limiter closed".into())
                     })?;
                 handshake::accept(&self.acceptor, tcp, peer, &self.settings).await
-            };
+            });
         let outcome = tokio::time::timeout(self.settings.handshake_timeout, attempt).await;
         drop(pending);
         let established = match outcome {
