@@ -2,8 +2,10 @@
 //!
 //! Every failure answers `invalid_credentials` after the same argon2 work (unknown
 //! accounts are checked against a dummy hash). The throttle is keyed by the email as
-//! typed and by the source address, checked before hashing, and answers the same for
-//! existing and unknown accounts.
+//! typed and by the source address and answers the same for existing and unknown
+//! accounts. Each attempt is reserved in the database before hashing (one conditional
+//! upsert per key), so concurrent requests, on one replica or several, get at most the
+//! limit's worth of password verifications; a success gives its reservation back.
 
 use std::net::IpAddr;
 
@@ -40,11 +42,24 @@ pub async fn login(m: &Manager, req: LoginRequest, ip: IpAddr) -> Result<TokenRe
         ..NewAudit::default()
     };
 
-    let locked_until = m
+    // Reserve the attempt on both keys before hashing (one conditional upsert each),
+    // so concurrent guesses are counted before any of them reaches argon2.
+    let window = t.window.as_secs() as i64;
+    let lockout = t.lockout.as_secs() as i64;
+    let mut locked_until = m
         .store
-        .throttle_locked_until(&acct_key)
-        .await?
-        .max(m.store.throttle_locked_until(&ip_key).await?);
+        .throttle_reserve(&ip_key, now, window, t.ip_limit, lockout)
+        .await?;
+    if locked_until == 0 {
+        locked_until = m
+            .store
+            .throttle_reserve(&acct_key, now, window, t.account_limit, lockout)
+            .await?;
+        if locked_until > 0 {
+            // The address's attempt was not spent on a guess.
+            m.store.throttle_refund(&ip_key).await?;
+        }
+    }
     if locked_until > now {
         inc(&m.metrics.login_throttled);
         m.audit(audit("failure", None, "throttled")).await?;
@@ -59,10 +74,19 @@ pub async fn login(m: &Manager, req: LoginRequest, ip: IpAddr) -> Result<TokenRe
 
     let user = m.store.user_by_email(&email).await?;
     let usable = user.as_ref().filter(|u| u.disabled_at.is_none());
-    let ok = m
+    let ok = match m
         .hasher
         .verify(req.password, usable.map(|u| u.password_hash.clone()))
-        .await?;
+        .await
+    {
+        Ok(ok) => ok,
+        Err(e) => {
+            // No guess was checked (e.g. `busy`): give both reservations back.
+            m.store.throttle_refund(&acct_key).await?;
+            m.store.throttle_refund(&ip_key).await?;
+            return Err(e.into());
+        }
+    };
     let Some(user) = usable.filter(|_| ok) else {
         let reason = match &user {
             None => "unknown_user",
@@ -70,14 +94,7 @@ pub async fn login(m: &Manager, req: LoginRequest, ip: IpAddr) -> Result<TokenRe
             Some(_) => "bad_password",
         };
         inc(&m.metrics.login_failure);
-        let window = t.window.as_secs() as i64;
-        let lockout = t.lockout.as_secs() as i64;
-        m.store
-            .throttle_record_failure(&acct_key, now, window, t.account_limit, lockout)
-            .await?;
-        m.store
-            .throttle_record_failure(&ip_key, now, window, t.ip_limit, lockout)
-            .await?;
+        // The reserved attempts stay counted as failures.
         m.audit(audit(
             "failure",
             user.as_ref().map(|u| u.id.clone()),
@@ -88,6 +105,7 @@ pub async fn login(m: &Manager, req: LoginRequest, ip: IpAddr) -> Result<TokenRe
     };
 
     m.store.throttle_reset(&acct_key).await?;
+    m.store.throttle_refund(&ip_key).await?;
     let (session_id, resp) = tokens::start_session(m, user, &ip_text).await?;
     inc(&m.metrics.login_success);
     m.audit(NewAudit {

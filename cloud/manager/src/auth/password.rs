@@ -43,7 +43,13 @@ pub async fn change_password(
         detail: Some(detail),
         ..NewAudit::default()
     };
-    let locked_until = m.store.throttle_locked_until(&acct_key).await?;
+    // Reserved before hashing, like a login attempt (see `login.rs`).
+    let window = t.window.as_secs() as i64;
+    let lockout = t.lockout.as_secs() as i64;
+    let locked_until = m
+        .store
+        .throttle_reserve(&acct_key, now, window, t.account_limit, lockout)
+        .await?;
     if locked_until > now {
         m.audit(audit("failure", "throttled".into())).await?;
         return Err(ApiError {
@@ -55,22 +61,26 @@ pub async fn change_password(
         });
     }
     let same = req.new_password == req.current_password;
-    let ok = m
+    let ok = match m
         .hasher
         .verify(req.current_password, Some(user.password_hash.clone()))
-        .await?;
+        .await
+    {
+        Ok(ok) => ok,
+        Err(e) => {
+            m.store.throttle_refund(&acct_key).await?;
+            return Err(e.into());
+        }
+    };
     if !ok {
-        let window = t.window.as_secs() as i64;
-        let lockout = t.lockout.as_secs() as i64;
-        m.store
-            .throttle_record_failure(&acct_key, now, window, t.account_limit, lockout)
-            .await?;
         m.audit(audit("failure", "wrong_password".into())).await?;
         return Err(ApiError::new(
             ErrorCode::WrongPassword,
             "the current password is wrong",
         ));
     }
+    // The current password is right: its reservation and earlier failures go.
+    m.store.throttle_reset(&acct_key).await?;
     if same {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
@@ -82,7 +92,6 @@ pub async fn change_password(
         .store
         .set_password(&user.id, &hash, &caller.claims.sid, now)
         .await?;
-    m.store.throttle_reset(&acct_key).await?;
     m.audit(audit(
         "success",
         format!("revoked {revoked} other sessions"),

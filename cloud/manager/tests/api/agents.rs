@@ -4,7 +4,7 @@
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::ctx::{Db, Resp, TestApp, both};
+use crate::ctx::{Db, Resp, TestApp, both, join_all};
 
 async fn registered_gateway(app: &TestApp, root: &str, name: &str) -> String {
     let r = app
@@ -431,7 +431,7 @@ async fn concurrent_uses_of_one_time_secrets_let_exactly_one_win(db: Db) {
             json!({"registration_credential": cred}),
         )
     });
-    let results = futures_join_all(tries).await;
+    let results = join_all(tries).await;
     let won: Vec<&Resp> = results
         .iter()
         .filter(|r| r.status == StatusCode::OK)
@@ -455,7 +455,7 @@ async fn concurrent_uses_of_one_time_secrets_let_exactly_one_win(db: Db) {
             &gw,
         )
     });
-    let results = futures_join_all(tries).await;
+    let results = join_all(tries).await;
     let ok = results
         .iter()
         .filter(|r| r.status == StatusCode::OK)
@@ -466,31 +466,6 @@ async fn concurrent_uses_of_one_time_secrets_let_exactly_one_win(db: Db) {
         .await
         .json();
     assert_eq!(adopted["agents"].as_array().unwrap().len(), 1);
-}
-
-/// Polls all futures together on this task (like `tokio::join!` for a list).
-async fn futures_join_all<F: std::future::Future<Output = Resp>>(
-    futs: impl Iterator<Item = F>,
-) -> Vec<Resp> {
-    let mut pending: Vec<Option<std::pin::Pin<Box<F>>>> = futs.map(|f| Some(Box::pin(f))).collect();
-    let mut out = Vec::new();
-    std::future::poll_fn(|cx| {
-        for slot in pending.iter_mut() {
-            if let Some(f) = slot
-                && let std::task::Poll::Ready(r) = f.as_mut().poll(cx)
-            {
-                out.push(r);
-                *slot = None;
-            }
-        }
-        if pending.iter().all(Option::is_none) {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out
 }
 
 both!(

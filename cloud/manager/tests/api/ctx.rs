@@ -397,3 +397,28 @@ impl TestApp {
         r.json()["entries"].as_array().unwrap().clone()
     }
 }
+
+/// Polls all futures together on this task (like `tokio::join!` for a list).
+pub async fn join_all<F: std::future::Future<Output = Resp>>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<Resp> {
+    let mut pending: Vec<Option<std::pin::Pin<Box<F>>>> = futs.map(|f| Some(Box::pin(f))).collect();
+    let mut out = Vec::new();
+    std::future::poll_fn(|cx| {
+        for slot in pending.iter_mut() {
+            if let Some(f) = slot
+                && let std::task::Poll::Ready(r) = f.as_mut().poll(cx)
+            {
+                out.push(r);
+                *slot = None;
+            }
+        }
+        if pending.iter().all(Option::is_none) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out
+}

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use outband_manager::jwt::{self, Expect};
 use serde_json::json;
 
-use crate::ctx::{Db, PASSWORD, TestApp, both};
+use crate::ctx::{Db, PASSWORD, TestApp, both, join_all};
 
 async fn login_returns_tokens_that_verify_against_the_jwks(db: Db) {
     let app = TestApp::new(db).await;
@@ -183,10 +183,99 @@ async fn malformed_and_oversized_logins_are_refused_without_echo(db: Db) {
     }
 }
 
+/// Audit rows of `login` with this detail.
+async fn login_rows(app: &TestApp, root: &str, detail: &str) -> usize {
+    app.audit(root, "action=login&limit=1000")
+        .await
+        .iter()
+        .filter(|e| e["detail"] == detail)
+        .count()
+}
+
+async fn concurrent_guesses_get_at_most_the_account_limit(db: Db) {
+    // One hashing slot: without reserving each attempt before hashing, every request
+    // passes the "not locked" check while the first ones wait for argon2.
+    let app = TestApp::with_config(db, |c| {
+        c.argon2_concurrency = 1;
+        c.throttle.ip_limit = 1000;
+    })
+    .await; // account limit 3
+    let root = app.root().await;
+    app.user("frank@example.com", false).await;
+    let tries =
+        (0..24).map(|i| app.login_from("frank@example.com", "bad password 123", [10, 3, 0, i]));
+    let results = join_all(tries).await;
+    let refused = results
+        .iter()
+        .filter(|r| r.code() == "invalid_credentials")
+        .count();
+    let throttled = results
+        .iter()
+        .filter(|r| r.code() == "too_many_attempts")
+        .count();
+    assert_eq!(refused + throttled, 24, "{results:?}");
+    assert_eq!(refused, 3, "exactly the account limit was verified");
+    assert_eq!(login_rows(&app, &root, "bad_password").await, 3);
+    assert_eq!(login_rows(&app, &root, "throttled").await, 21);
+    // Still locked for the right password too.
+    let r = app.login("frank@example.com", PASSWORD).await;
+    assert_eq!(r.code(), "too_many_attempts");
+}
+
+async fn concurrent_guesses_from_one_address_get_at_most_the_address_limit(db: Db) {
+    let app = TestApp::with_config(db, |c| {
+        c.argon2_concurrency = 1;
+        c.throttle.ip_limit = 4;
+    })
+    .await;
+    let root = app.root().await;
+    let emails: Vec<String> = (0..24).map(|i| format!("spray{i}@example.com")).collect();
+    let tries = emails
+        .iter()
+        .map(|e| app.login_from(e, "bad password 123", [10, 4, 0, 1]));
+    let results = join_all(tries).await;
+    let refused = results
+        .iter()
+        .filter(|r| r.code() == "invalid_credentials")
+        .count();
+    assert_eq!(refused, 4, "{results:?}");
+    assert_eq!(login_rows(&app, &root, "unknown_user").await, 4);
+    assert_eq!(login_rows(&app, &root, "throttled").await, 20);
+    // The address stays locked, for a real account too.
+    app.user("gina@example.com", false).await;
+    let r = app.login_from("gina@example.com", PASSWORD, [10, 4, 0, 1]);
+    assert_eq!(r.await.code(), "too_many_attempts");
+}
+
+async fn successful_logins_do_not_use_up_the_address_allowance(db: Db) {
+    let app = TestApp::with_config(db, |c| c.throttle.ip_limit = 2).await;
+    app.user("hank@example.com", false).await;
+    for _ in 0..5 {
+        let r = app
+            .login_from("hank@example.com", PASSWORD, [10, 5, 0, 1])
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    // Two failures still fit; the third attempt is throttled.
+    for _ in 0..2 {
+        let r = app
+            .login_from("hank@example.com", "bad password 123", [10, 5, 0, 1])
+            .await;
+        assert_eq!(r.code(), "invalid_credentials");
+    }
+    let r = app
+        .login_from("hank@example.com", PASSWORD, [10, 5, 0, 1])
+        .await;
+    assert_eq!(r.code(), "too_many_attempts");
+}
+
 both!(
     login_returns_tokens_that_verify_against_the_jwks,
     wrong_password_and_unknown_email_look_the_same,
     account_throttle_locks_after_the_limit_for_known_and_unknown,
     address_throttle_locks_one_source_only,
     malformed_and_oversized_logins_are_refused_without_echo,
+    concurrent_guesses_get_at_most_the_account_limit,
+    concurrent_guesses_from_one_address_get_at_most_the_address_limit,
+    successful_logins_do_not_use_up_the_address_allowance,
 );
