@@ -254,6 +254,13 @@ pub struct RevocationQuery {
     /// Sessions ended at or after this unix time (seconds). Pass the previous
     /// response's `next_since`.
     pub since: i64,
+    /// Strict cursor: with it, only sessions after (`since`, `after`) in (ended at,
+    /// session id) order. Pass the previous response's `next_after` when it has one.
+    /// Without it the whole second `since` is listed again (up to 4000 sessions) before
+    /// later ones, so a client that knows only `since` still moves on.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(max_length = 128))]
+    pub after: Option<String>,
 }
 
 /// A login session that ended.
@@ -276,6 +283,21 @@ pub struct RevocationList {
     pub sessions: Vec<RevokedSession>,
     /// `since` for the next poll (entries of that second may repeat: dedupe by id).
     pub next_since: i64,
+}
+
+/// `GET /api/v1/gateway/revocations` response as the manager sends it: a
+/// [`RevocationList`] (clients that know only that ignore the rest) plus the strict
+/// cursor for the next `after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RevocationPage {
+    /// The sessions and `next_since`.
+    #[serde(flatten)]
+    pub list: RevocationList,
+    /// `after` for the next poll, with `since` = `next_since`. Absent when the cursor
+    /// is at the start of `next_since`'s second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
 }
 
 /// Most events in one [`GatewayEventsRequest`]; more is `400 bad_request`.

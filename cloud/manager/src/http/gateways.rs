@@ -18,8 +18,8 @@ use axum::http::request::Parts;
 use outband_api::ErrorBody;
 use outband_api::gateways::{
     CreateGatewayRequest, Gateway, GatewayCredential, GatewayList, HeartbeatRequest,
-    HeartbeatResponse, RegisterRequest, RegisterResponse, RevocationList, RevocationQuery,
-    RevokedSession, SessionAuthzRequest, SessionAuthzResponse,
+    HeartbeatResponse, RegisterRequest, RegisterResponse, RevocationList, RevocationPage,
+    RevocationQuery, RevokedSession, SessionAuthzRequest, SessionAuthzResponse,
 };
 
 use super::bearer::AuthUser;
@@ -48,6 +48,13 @@ pub const MAX_REPORTED_ENDPOINTS: usize = 64;
 const MAX_SECRET_LEN: usize = 128;
 /// Largest page of the revocation feed.
 pub const MAX_REVOCATIONS: i64 = 1000;
+/// Without `after`, the sessions of second `since` listed again before later ones (a
+/// page stays well under the gateway's 1 MiB response limit).
+pub const MAX_REVOCATIONS_SAME_SECOND: i64 = 4000;
+/// Sessions ended this recently may still be joined by ones committed late (another
+/// transaction, another replica's clock) that sort before them, so the cursor never
+/// moves past them: they are listed again until they are this old.
+pub const REVOCATION_SETTLE_SECS: i64 = 10;
 
 fn insecure() -> ApiError {
     ApiError::new(
@@ -436,7 +443,7 @@ pub async fn session_authz(
     params(RevocationQuery),
     security(("gateway" = [])),
     responses(
-        (status = 200, description = "Sessions ended since `since`, oldest first", body = RevocationList),
+        (status = 200, description = "Sessions ended since `since`, oldest first", body = RevocationPage),
         (status = 400, description = "invalid_request", body = ErrorBody),
         (status = 401, description = "unauthenticated / invalid_token (the gateway's)", body = ErrorBody),
         (status = 403, description = "insecure_transport", body = ErrorBody)
@@ -449,18 +456,52 @@ pub async fn revocations(
     State(m): State<Arc<Manager>>,
     _gw: AuthGateway,
     ApiQuery(q): ApiQuery<RevocationQuery>,
-) -> Result<Json<RevocationList>, ApiError> {
-    let rows = m.store.revoked_since(q.since, MAX_REVOCATIONS).await?;
-    let next_since = rows.last().map_or(q.since, |r| r.2);
-    Ok(Json(RevocationList {
-        sessions: rows
-            .into_iter()
-            .map(|(session_id, user_id, revoked_at)| RevokedSession {
-                session_id,
-                user_id,
-                revoked_at,
-            })
-            .collect(),
-        next_since,
+) -> Result<Json<RevocationPage>, ApiError> {
+    if let Some(after) = &q.after
+        && (after.is_empty() || after.len() > 128 || !after.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "after must be 1-128 printable bytes (a previous next_after)",
+        ));
+    }
+    let rows = m
+        .store
+        .revoked_since(
+            q.since,
+            q.after.as_deref(),
+            MAX_REVOCATIONS,
+            MAX_REVOCATIONS_SAME_SECOND,
+        )
+        .await?;
+    if q.after.is_none()
+        && rows.iter().filter(|r| r.2 == q.since).count() as i64 >= MAX_REVOCATIONS_SAME_SECOND
+    {
+        tracing::warn!(
+            since = q.since,
+            "more sessions ended in one second than a revocation page without `after` lists"
+        );
+    }
+    // The cursor moves to the last settled row (rows are in cursor order, so settled
+    // ones come first); unsettled ones are listed again next time (clients dedupe).
+    let settled_before = m.clock.now() - REVOCATION_SETTLE_SECS;
+    let (next_since, next_after) = rows
+        .iter()
+        .rev()
+        .find(|r| r.2 < settled_before)
+        .map_or((q.since, q.after.clone()), |r| (r.2, Some(r.0.clone())));
+    Ok(Json(RevocationPage {
+        list: RevocationList {
+            sessions: rows
+                .into_iter()
+                .map(|(session_id, user_id, revoked_at)| RevokedSession {
+                    session_id,
+                    user_id,
+                    revoked_at,
+                })
+                .collect(),
+            next_since,
+        },
+        next_after,
     }))
 }

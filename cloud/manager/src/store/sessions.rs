@@ -197,20 +197,52 @@ impl Store {
         Ok(row.map(|r| r.try_get("user_id")).transpose()?)
     }
 
-    /// Sessions revoked at or after `since`, oldest first, at most `limit`.
+    /// Sessions ended after the cursor, in (ended at, id) order: with `after`, strictly
+    /// after (`since`, `after`), at most `limit`; without, every session of second
+    /// `since` (at most `same_second`) and then at most `limit` later ones.
     pub async fn revoked_since(
         &self,
         since: i64,
+        after: Option<&str>,
         limit: i64,
+        same_second: i64,
     ) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, user_id, revoked_at FROM sessions WHERE revoked_at >= $1 \
-             ORDER BY revoked_at, id LIMIT $2",
-        )
-        .bind(since)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
+        let mut rows = match after {
+            Some(after) => {
+                sqlx::query(
+                    "SELECT id, user_id, revoked_at FROM sessions \
+                     WHERE revoked_at > $1 OR (revoked_at = $1 AND id > $2) \
+                     ORDER BY revoked_at, id LIMIT $3",
+                )
+                .bind(since)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT id, user_id, revoked_at FROM sessions WHERE revoked_at = $1 \
+                     ORDER BY id LIMIT $2",
+                )
+                .bind(since)
+                .bind(same_second)
+                .fetch_all(self.pool())
+                .await?
+            }
+        };
+        if after.is_none() {
+            rows.extend(
+                sqlx::query(
+                    "SELECT id, user_id, revoked_at FROM sessions WHERE revoked_at > $1 \
+                     ORDER BY revoked_at, id LIMIT $2",
+                )
+                .bind(since)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?,
+            );
+        }
         rows.iter()
             .map(|r| {
                 Ok((

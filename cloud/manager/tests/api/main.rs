@@ -19,6 +19,7 @@ mod ops;
 mod password;
 mod proxy;
 mod refresh;
+mod revocations;
 mod servers;
 mod tenants;
 mod tls;
