@@ -44,6 +44,37 @@ pub struct Agent {
     pub decided_at: Option<i64>,
 }
 
+/// Longest [`AgentEntry::site`] label (characters).
+pub const MAX_SITE_LEN: usize = 64;
+
+/// An agent as the manager lists it: an [`Agent`] (clients that know only that ignore
+/// the rest) and the site it was adopted into.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentEntry {
+    /// The agent.
+    #[serde(flatten)]
+    pub agent: Agent,
+    /// Site label within the tenant (rack, room, data centre), once adopted with one:
+    /// 1-64 printable characters, no surrounding spaces.
+    #[serde(default)]
+    pub site: Option<String>,
+}
+
+/// `GET /api/v1/agents` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
+pub struct AgentListQuery {
+    /// Only agents adopted into this site.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(max_length = 64))]
+    pub site: Option<String>,
+}
+
 /// `POST /api/v1/agents/lookup`: pending agents showing this pairing code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -68,6 +99,10 @@ pub struct AgentDecisionRequest {
     /// Adopt into this tenant (global admins must give it; tenant admins: their own).
     #[serde(default)]
     pub tenant_id: Option<String>,
+    /// Adopt into this site of the tenant (adopt only; see [`AgentEntry::site`]).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
+    pub site: Option<String>,
 }
 
 /// A list of agents.
@@ -75,7 +110,7 @@ pub struct AgentDecisionRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentList {
     /// Agents.
-    pub agents: Vec<Agent>,
+    pub agents: Vec<AgentEntry>,
 }
 
 /// `POST /api/v1/join-tokens`.
@@ -92,6 +127,10 @@ pub struct CreateJoinTokenRequest {
     /// Usable once (default); false: any number of agents until it expires.
     #[serde(default)]
     pub one_time: Option<bool>,
+    /// Site the joining agents are adopted into (see [`AgentEntry::site`]).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
+    pub site: Option<String>,
 }
 
 /// `POST /api/v1/join-tokens` response.
@@ -108,6 +147,9 @@ pub struct JoinToken {
     pub one_time: bool,
     /// Unix seconds.
     pub expires_at: i64,
+    /// Site the joining agents are adopted into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 impl std::fmt::Debug for JoinToken {
@@ -118,6 +160,7 @@ impl std::fmt::Debug for JoinToken {
             .field("tenant_id", &self.tenant_id)
             .field("one_time", &self.one_time)
             .field("expires_at", &self.expires_at)
+            .field("site", &self.site)
             .finish()
     }
 }

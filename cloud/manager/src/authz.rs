@@ -60,6 +60,9 @@ pub enum Action {
     /// See and decide on agents waiting for adoption, create join tokens (tenant admins
     /// for their tenant; the pending list is global-admin only).
     AdoptAgents,
+    /// Reject a pending agent (global): a pending agent belongs to no tenant yet, and
+    /// rejection is final for every tenant, so no tenant admin may decide it for all.
+    RejectAgents,
 }
 
 impl Action {
@@ -82,6 +85,7 @@ impl Action {
             Action::GraphicalInteractive => "graphical_interactive",
             Action::ManageGateways => "manage_gateways",
             Action::AdoptAgents => "adopt_agents",
+            Action::RejectAgents => "reject_agents",
         }
     }
 
@@ -94,7 +98,8 @@ impl Action {
             | Action::CreateTenant
             | Action::DeleteTenant
             | Action::ManageGlobalAdmins
-            | Action::ManageGateways => None,
+            | Action::ManageGateways
+            | Action::RejectAgents => None,
             Action::ViewTenant
             | Action::ViewServer
             | Action::PowerStatus
@@ -314,6 +319,7 @@ mod tests {
             Action::DeleteTenant,
             Action::ManageGlobalAdmins,
             Action::ManageGateways,
+            Action::RejectAgents,
         ] {
             assert_eq!(
                 decide(&admin, a, On::Global),

@@ -21,6 +21,8 @@ use crate::users::CreateUserError;
 pub enum ErrorCode {
     /// The request is malformed (bad JSON, field too long, ...).
     InvalidRequest,
+    /// A site label is empty, too long, has control characters or surrounding spaces.
+    InvalidSite,
     /// Wrong email or password (never says which).
     InvalidCredentials,
     /// Too many failed logins for this account or address.
@@ -62,6 +64,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidSite => "invalid_site",
             ErrorCode::InvalidCredentials => "invalid_credentials",
             ErrorCode::TooManyAttempts => "too_many_attempts",
             ErrorCode::Unauthenticated => "unauthenticated",
@@ -85,7 +88,7 @@ impl ErrorCode {
     /// The HTTP status (the one place this mapping lives).
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest | ErrorCode::InvalidSite => StatusCode::BAD_REQUEST,
             ErrorCode::InvalidCredentials
             | ErrorCode::Unauthenticated
             | ErrorCode::InvalidToken

@@ -118,8 +118,8 @@ async fn agent_adopted_in(
         return Ok(false);
     };
     Ok(m.store.agent_by_id(agent).await?.is_some_and(|a| {
-        a.status == outband_api::agents::AgentStatus::Adopted
-            && a.tenant_id.as_deref() == Some(tenant)
+        a.agent.status == outband_api::agents::AgentStatus::Adopted
+            && a.agent.tenant_id.as_deref() == Some(tenant)
     }))
 }
 

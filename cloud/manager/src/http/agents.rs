@@ -8,12 +8,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use outband_api::ErrorBody;
 use outband_api::agents::{
-    Agent, AgentDecisionRequest, AgentList, AgentLookupRequest, CreateJoinTokenRequest,
-    JoinRequest, JoinToken,
+    AgentDecisionRequest, AgentEntry, AgentList, AgentListQuery, AgentLookupRequest,
+    CreateJoinTokenRequest, JoinRequest, JoinToken, MAX_SITE_LEN,
 };
 
 use super::bearer::AuthUser;
-use super::extract::{ApiJson, MAX_ID_LEN};
+use super::extract::{ApiJson, ApiQuery, MAX_ID_LEN};
 use super::gateways::AuthGateway;
 use crate::authz::{Action, On, authorize};
 use crate::error::{ApiError, ErrorCode};
@@ -50,6 +50,23 @@ fn check_code(code: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Checks an optional site label: 1-64 characters, none a control character, no
+/// leading or trailing whitespace (`400 invalid_site`).
+pub fn check_site(site: Option<&str>) -> Result<(), ApiError> {
+    let Some(s) = site else { return Ok(()) };
+    if s.is_empty()
+        || s.chars().count() > MAX_SITE_LEN
+        || s.chars().any(char::is_control)
+        || s.trim() != s
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidSite,
+            "site: 1-64 printable characters without leading or trailing spaces",
+        ));
+    }
+    Ok(())
+}
+
 /// The tenant an adoption or token targets: the given one, else the caller's own;
 /// authorized for [`Action::AdoptAgents`] (foreign or missing: 404).
 async fn target_tenant(
@@ -78,9 +95,11 @@ async fn target_tenant(
     get,
     path = "/api/v1/agents",
     tag = "agents",
+    params(AgentListQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Global admins: every agent; others: their tenant's adopted agents", body = AgentList),
+        (status = 400, description = "invalid_site", body = ErrorBody),
         (status = 401, description = "unauthenticated / invalid_token", body = ErrorBody),
         (status = 403, description = "forbidden (no tenant)", body = ErrorBody)
     )
@@ -89,10 +108,15 @@ async fn target_tenant(
 pub async fn list_agents(
     State(m): State<Arc<Manager>>,
     user: AuthUser,
+    ApiQuery(q): ApiQuery<AgentListQuery>,
 ) -> Result<Json<AgentList>, ApiError> {
     let scope = authorize(&m, &user, Action::ViewServer, On::List).await?;
+    check_site(q.site.as_deref())?;
     Ok(Json(AgentList {
-        agents: m.store.list_agents(scope.tenant()).await?,
+        agents: m
+            .store
+            .list_agents(scope.tenant(), q.site.as_deref())
+            .await?,
     }))
 }
 
@@ -162,7 +186,7 @@ async fn decide(
     user: &AuthUser,
     req: &AgentDecisionRequest,
     tenant: Option<String>,
-) -> Result<Json<Agent>, ApiError> {
+) -> Result<Json<AgentEntry>, ApiError> {
     check_code(&req.pairing_code)?;
     inventory::check_ref("agent_id", &req.agent_id).map_err(invalid)?;
     let ok = m
@@ -171,6 +195,7 @@ async fn decide(
             &req.agent_id,
             &req.pairing_code,
             tenant.as_deref(),
+            req.site.as_deref(),
             m.clock.now(),
             &user.user.id,
         )
@@ -188,8 +213,12 @@ async fn decide(
         .await?;
         return Err(not_found());
     }
-    m.audit(user.audit(action, &req.agent_id, tenant.as_deref().unwrap_or("-")))
-        .await?;
+    let detail = match (&tenant, &req.site) {
+        (Some(t), Some(site)) => format!("{t} site={site}"),
+        (Some(t), None) => t.clone(),
+        (None, _) => "-".into(),
+    };
+    m.audit(user.audit(action, &req.agent_id, &detail)).await?;
     let agent = m
         .store
         .agent_by_id(&req.agent_id)
@@ -205,8 +234,8 @@ async fn decide(
     request_body = AgentDecisionRequest,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Adopted", body = Agent),
-        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 200, description = "Adopted", body = AgentEntry),
+        (status = 400, description = "invalid_request / invalid_site", body = ErrorBody),
         (status = 401, description = "unauthenticated / invalid_token", body = ErrorBody),
         (status = 403, description = "forbidden (tenant admins, global admins)", body = ErrorBody),
         (status = 404, description = "not_found: no pending agent with this code and id (or no such tenant)", body = ErrorBody)
@@ -217,8 +246,9 @@ pub async fn adopt(
     State(m): State<Arc<Manager>>,
     user: AuthUser,
     ApiJson(req): ApiJson<AgentDecisionRequest>,
-) -> Result<Json<Agent>, ApiError> {
+) -> Result<Json<AgentEntry>, ApiError> {
     let tenant = target_tenant(&m, &user, req.tenant_id.as_deref()).await?;
+    check_site(req.site.as_deref())?;
     decide(&m, &user, &req, Some(tenant)).await
 }
 
@@ -229,22 +259,25 @@ pub async fn adopt(
     request_body = AgentDecisionRequest,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Rejected", body = Agent),
+        (status = 200, description = "Rejected", body = AgentEntry),
         (status = 400, description = "invalid_request", body = ErrorBody),
         (status = 401, description = "unauthenticated / invalid_token", body = ErrorBody),
-        (status = 403, description = "forbidden (tenant admins, global admins)", body = ErrorBody),
+        (status = 403, description = "forbidden (global admins only: a pending agent belongs to no tenant)", body = ErrorBody),
         (status = 404, description = "not_found: no pending agent with this code and id", body = ErrorBody)
     )
 )]
-/// `POST /api/v1/agents/reject`: by pairing code and full agent id.
+/// `POST /api/v1/agents/reject`: by pairing code and full agent id; global admins
+/// only (a pending agent belongs to no tenant, and a rejection holds for every tenant,
+/// so a tenant admin who learnt another's code and id must not decide it; a tenant
+/// admin simply does not adopt an agent that is not theirs).
 pub async fn reject(
     State(m): State<Arc<Manager>>,
     user: AuthUser,
     ApiJson(req): ApiJson<AgentDecisionRequest>,
-) -> Result<Json<Agent>, ApiError> {
-    authorize(&m, &user, Action::AdoptAgents, On::List).await?;
-    if req.tenant_id.is_some() {
-        return Err(invalid("tenant_id is for adopt only"));
+) -> Result<Json<AgentEntry>, ApiError> {
+    authorize(&m, &user, Action::RejectAgents, On::Global).await?;
+    if req.tenant_id.is_some() || req.site.is_some() {
+        return Err(invalid("tenant_id and site are for adopt only"));
     }
     decide(&m, &user, &req, None).await
 }
@@ -257,7 +290,7 @@ pub async fn reject(
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created; the token is shown only here", body = JoinToken),
-        (status = 400, description = "invalid_request", body = ErrorBody),
+        (status = 400, description = "invalid_request / invalid_site", body = ErrorBody),
         (status = 401, description = "unauthenticated / invalid_token", body = ErrorBody),
         (status = 403, description = "forbidden (tenant admins, global admins)", body = ErrorBody),
         (status = 404, description = "not_found: no such tenant", body = ErrorBody)
@@ -271,6 +304,7 @@ pub async fn create_join_token(
     ApiJson(req): ApiJson<CreateJoinTokenRequest>,
 ) -> Result<(StatusCode, Json<JoinToken>), ApiError> {
     let tenant = target_tenant(&m, &user, req.tenant_id.as_deref()).await?;
+    check_site(req.site.as_deref())?;
     let ttl = req.ttl_secs.unwrap_or(DEFAULT_JOIN_TTL_SECS);
     if !(1..=MAX_JOIN_TTL_SECS).contains(&ttl) {
         return Err(invalid("ttl_secs: 1 to 604800"));
@@ -289,12 +323,21 @@ pub async fn create_join_token(
             expires_at: now + ttl,
             created_at: now,
             created_by: &user.user.id,
+            site: req.site.as_deref(),
         })
         .await?;
+    let site = req
+        .site
+        .as_ref()
+        .map(|s| format!(" site={s}"))
+        .unwrap_or_default();
     m.audit(user.audit(
         "join_token_create",
         &id,
-        &format!("{tenant} {}", if one_time { "one_time" } else { "multi" }),
+        &format!(
+            "{tenant} {}{site}",
+            if one_time { "one_time" } else { "multi" }
+        ),
     ))
     .await?;
     Ok((
@@ -305,6 +348,7 @@ pub async fn create_join_token(
             tenant_id: tenant,
             one_time,
             expires_at: now + ttl,
+            site: req.site,
         }),
     ))
 }
@@ -316,7 +360,7 @@ pub async fn create_join_token(
     request_body = JoinRequest,
     security(("gateway" = [])),
     responses(
-        (status = 200, description = "The agent is adopted into the token's tenant", body = Agent),
+        (status = 200, description = "The agent is adopted into the token's tenant (and site)", body = AgentEntry),
         (status = 400, description = "invalid_request", body = ErrorBody),
         (status = 401, description = "invalid_token (the gateway's) / invalid_credentials (unknown, used or expired join token)", body = ErrorBody),
         (status = 403, description = "insecure_transport", body = ErrorBody),
@@ -328,7 +372,7 @@ pub async fn join(
     State(m): State<Arc<Manager>>,
     gw: AuthGateway,
     ApiJson(req): ApiJson<JoinRequest>,
-) -> Result<Json<Agent>, ApiError> {
+) -> Result<Json<AgentEntry>, ApiError> {
     check_code(&req.pairing_code)?;
     inventory::check_ref("agent_id", &req.agent_id).map_err(invalid)?;
     let audit = |outcome, detail: String| NewAudit {
@@ -354,8 +398,9 @@ pub async fn join(
         Err(JoinRefused::Token)
     };
     match outcome {
-        Ok((token_id, tenant)) => {
-            m.audit(audit("success", format!("{tenant} {token_id}")))
+        Ok((token_id, tenant, site)) => {
+            let site = site.map(|s| format!(" site={s}")).unwrap_or_default();
+            m.audit(audit("success", format!("{tenant} {token_id}{site}")))
                 .await?;
             let agent = m
                 .store

@@ -61,6 +61,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0008_user_deletion.sql"),
         include_str!("../../migrations/postgres/0008_user_deletion.sql"),
     ),
+    (
+        9,
+        "agent site",
+        include_str!("../../migrations/sqlite/0009_agent_site.sql"),
+        include_str!("../../migrations/postgres/0009_agent_site.sql"),
+    ),
 ];
 
 /// The migrator for `backend`.

@@ -145,12 +145,12 @@ async fn adoption_needs_code_and_id_and_stays_in_the_tenant(db: Db) {
         json!([{"agent_id": "agt_one", "pairing_code": "K7QX-2M9D"}]),
     )
     .await;
-    // Reject another; global admins adopt into a named tenant.
+    // Reject another (global admins only); global admins adopt into a named tenant.
     let r = post(
         &app,
         "/api/v1/agents/reject",
         json!({"pairing_code": "K7QX-2M9D", "agent_id": "agt_two"}),
-        &admin_b,
+        &root,
     )
     .await;
     assert_eq!(r.json()["status"], "rejected");
@@ -468,9 +468,180 @@ async fn concurrent_uses_of_one_time_secrets_let_exactly_one_win(db: Db) {
     assert_eq!(adopted["agents"].as_array().unwrap().len(), 1);
 }
 
+async fn only_global_admins_reject_pending_agents(db: Db) {
+    let app = TestApp::new(db).await;
+    let root = app.root().await;
+    let gw = registered_gateway(&app, &root, "g").await;
+    let a = app.tenant("A").await;
+    let b = app.tenant("B").await;
+    let admin_a = app.member("admin@a.example", &a, "admin").await;
+    let admin_b = app.member("admin@b.example", &b, "admin").await;
+    report(
+        &app,
+        &gw,
+        json!([{"agent_id": "agt_for_a", "pairing_code": "AAAA-BBBB"}]),
+    )
+    .await;
+    // B learnt A's code and id: B cannot take the agent away from A by rejecting it.
+    let body = json!({"pairing_code": "AAAA-BBBB", "agent_id": "agt_for_a"});
+    let r = post(&app, "/api/v1/agents/reject", body.clone(), &admin_b).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(r.code(), "forbidden");
+    let denied = app.denials(&root).await;
+    assert!(
+        denied.contains(&(
+            "reject_agents".into(),
+            "reject_agents global_admin_only".into()
+        )),
+        "{denied:?}"
+    );
+    // Still pending: A adopts it.
+    let r = post(&app, "/api/v1/agents/adopt", body.clone(), &admin_a).await;
+    assert_eq!(r.json()["status"], "adopted", "{}", r.text);
+    // A global admin may reject a pending agent; tenant_id or site are adopt-only.
+    report(
+        &app,
+        &gw,
+        json!([{"agent_id": "agt_stray", "pairing_code": "CCCC-DDDD"}]),
+    )
+    .await;
+    let stray = json!({"pairing_code": "CCCC-DDDD", "agent_id": "agt_stray"});
+    let mut with_site = stray.clone();
+    with_site["site"] = json!("rack 1");
+    let r = post(&app, "/api/v1/agents/reject", with_site, &root).await;
+    assert_eq!(r.code(), "invalid_request");
+    let r = post(&app, "/api/v1/agents/reject", stray, &root).await;
+    assert_eq!(r.json()["status"], "rejected", "{}", r.text);
+}
+
+async fn agents_are_adopted_into_a_site(db: Db) {
+    let app = TestApp::new(db).await;
+    let root = app.root().await;
+    let gw = registered_gateway(&app, &root, "g").await;
+    let a = app.tenant("A").await;
+    let admin_a = app.member("admin@a.example", &a, "admin").await;
+    report(
+        &app,
+        &gw,
+        json!([
+            {"agent_id": "agt_r1", "pairing_code": "SITE-0001"},
+            {"agent_id": "agt_r2", "pairing_code": "SITE-0002"},
+        ]),
+    )
+    .await;
+    // Bad labels: 400 invalid_site as JSON, nothing adopted.
+    let long = "x".repeat(65);
+    for bad in [
+        "",
+        " rack",
+        "rack ",
+        long.as_str(),
+        "a\u{7}b",
+        "a\nb",
+        "a\u{85}b",
+    ] {
+        let r = post(
+            &app,
+            "/api/v1/agents/adopt",
+            json!({"pairing_code": "SITE-0001", "agent_id": "agt_r1", "site": bad}),
+            &admin_a,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad:?}: {}", r.text);
+        assert_eq!(r.code(), "invalid_site", "{bad:?}");
+        let r = post(&app, "/api/v1/join-tokens", json!({"site": bad}), &admin_a).await;
+        assert_eq!(r.code(), "invalid_site", "{bad:?}");
+    }
+    // 64 characters (not bytes) fit.
+    let room = "Zürich room 3 · rack 12".to_owned() + &"é".repeat(41);
+    assert_eq!(room.chars().count(), 64);
+    let r = post(
+        &app,
+        "/api/v1/agents/adopt",
+        json!({"pairing_code": "SITE-0001", "agent_id": "agt_r1", "site": room}),
+        &admin_a,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json()["site"], room.as_str());
+    assert_eq!(r.json()["tenant_id"], a.as_str());
+    // Without a site.
+    let r = post(
+        &app,
+        "/api/v1/agents/adopt",
+        json!({"pairing_code": "SITE-0002", "agent_id": "agt_r2"}),
+        &admin_a,
+    )
+    .await;
+    assert_eq!(r.json()["site"], Value::Null);
+    // A join token carries its site to the agents it adopts.
+    let r = post(
+        &app,
+        "/api/v1/join-tokens",
+        json!({"site": "lab"}),
+        &admin_a,
+    )
+    .await;
+    assert_eq!(r.json()["site"], "lab");
+    let tok = r.json()["token"].as_str().unwrap().to_owned();
+    let r = post(
+        &app,
+        "/api/v1/gateway/join",
+        json!({"join_token": tok, "agent_id": "agt_j1", "pairing_code": "JOIN-0001"}),
+        &gw,
+    )
+    .await;
+    assert_eq!(r.json()["site"], "lab", "{}", r.text);
+    // Listed with the site, and filtered by it.
+    let list = |q: String| {
+        let app = &app;
+        let admin_a = &admin_a;
+        async move {
+            app.call(Method::GET, &format!("/api/v1/agents{q}"), None, admin_a)
+                .await
+        }
+    };
+    let all = list(String::new()).await.json();
+    let sites: Vec<(String, Value)> = all["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["id"].as_str().unwrap().to_owned(), a["site"].clone()))
+        .collect();
+    assert_eq!(
+        sites,
+        [
+            ("agt_j1".to_owned(), json!("lab")),
+            ("agt_r1".to_owned(), json!(room)),
+            ("agt_r2".to_owned(), Value::Null),
+        ]
+    );
+    let lab = list("?site=lab".into()).await.json();
+    assert_eq!(lab["agents"].as_array().unwrap().len(), 1);
+    assert_eq!(lab["agents"][0]["id"], "agt_j1");
+    let none = list("?site=nowhere".into()).await.json();
+    assert!(none["agents"].as_array().unwrap().is_empty());
+    assert_eq!(list("?site=%20x".into()).await.code(), "invalid_site");
+    // Audited with the site.
+    let audit = app.audit(&root, "limit=1000").await;
+    let detail = |action: &str, target: &str| {
+        audit
+            .iter()
+            .find(|e| e["action"] == action && e["target"] == target && e["outcome"] == "success")
+            .map(|e| e["detail"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(detail("agent_adopt", "agt_r1"), format!("{a} site={room}"));
+    assert_eq!(detail("agent_adopt", "agt_r2"), a);
+    let join = detail("agent_join", "agt_j1");
+    assert!(join.contains(" site=lab via "), "{join}");
+}
+
 both!(
     concurrent_uses_of_one_time_secrets_let_exactly_one_win,
     adoption_needs_code_and_id_and_stays_in_the_tenant,
     join_tokens_are_one_time_or_short_lived,
     pairing_code_lookups_that_miss_are_throttled,
+    only_global_admins_reject_pending_agents,
+    agents_are_adopted_into_a_site,
 );
