@@ -106,6 +106,16 @@ pub struct ServeArgs {
     /// Lockout duration once a failure limit is hit.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub lockout: Duration,
+    /// Password hashes (argon2id, ~50 ms of a core each) at once; default: half the
+    /// cores, at least one.
+    #[arg(long)]
+    pub argon2_concurrency: Option<usize>,
+    /// Logins waiting for a hashing slot at most; more are answered 503 busy at once.
+    #[arg(long, default_value_t = crate::config::DEFAULT_ARGON2_QUEUE)]
+    pub argon2_queue: usize,
+    /// Longest wait for a hashing slot before 503 busy.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub argon2_wait: Duration,
     /// Time a client gets to send a request's headers (and an idle connection its next
     /// request).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -204,6 +214,11 @@ impl Cli {
         c.throttle.account_limit = s.account_failure_limit;
         c.throttle.ip_limit = s.ip_failure_limit;
         c.throttle.lockout = s.lockout;
+        if let Some(n) = s.argon2_concurrency {
+            c.argon2_concurrency = n.max(1);
+        }
+        c.argon2_queue = s.argon2_queue;
+        c.argon2_wait = s.argon2_wait;
         c.limits.header_read_timeout = s.header_read_timeout;
         c.limits.max_connections = s.max_connections;
         c.limits.handshake_timeout = s.handshake_timeout;

@@ -38,6 +38,9 @@ impl Default for Throttle {
     }
 }
 
+/// Default [`Config::argon2_queue`].
+pub const DEFAULT_ARGON2_QUEUE: usize = 16;
+
 /// Everything the manager needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -66,8 +69,10 @@ pub struct Config {
     pub session_ttl: Duration,
     /// How long a rotated-out signing key keeps verifying (at least the access TTL).
     pub key_overlap: Duration,
-    /// Concurrent argon2 computations.
+    /// Concurrent argon2 computations (default: half the cores, at least one).
     pub argon2_concurrency: usize,
+    /// Callers waiting for an argon2 slot at most; more are answered `busy` at once.
+    pub argon2_queue: usize,
     /// Longest wait for an argon2 slot before answering `busy`.
     pub argon2_wait: Duration,
     /// Login throttle.
@@ -96,9 +101,8 @@ impl Default for Config {
             refresh_ttl: Duration::from_secs(14 * 24 * 3600),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             key_overlap: Duration::from_secs(24 * 3600),
-            argon2_concurrency: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
+            argon2_concurrency: crate::password::default_concurrency(),
+            argon2_queue: DEFAULT_ARGON2_QUEUE,
             argon2_wait: Duration::from_secs(10),
             throttle: Throttle::default(),
             bootstrap_admin: true,

@@ -46,7 +46,11 @@ impl Manager {
     /// Builds the state on an open store (computes the dummy password hash, reads or
     /// creates the credential key file).
     pub fn new(store: Store, config: Config, clock: Clock) -> Result<Arc<Manager>, ManagerError> {
-        let hasher = Hasher::new(config.argon2_concurrency, config.argon2_wait)?;
+        let hasher = Hasher::new(
+            config.argon2_concurrency,
+            config.argon2_queue,
+            config.argon2_wait,
+        )?;
         let credential_keys =
             Arc::new(CredentialKeys::load_or_create(&config.credential_key_file)?);
         Ok(Arc::new(Manager {

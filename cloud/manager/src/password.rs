@@ -1,11 +1,14 @@
 //! Password hashing: argon2id at OWASP's recommended cost (m = 19 MiB, t = 2, p = 1),
 //! run on the blocking pool with a semaphore capping concurrent hashes so a login flood
-//! cannot take every core or unbounded memory.
+//! cannot take every core or unbounded memory. At most `queue` callers wait for a slot
+//! (each at most `wait`); more are refused at once as busy, so a flood gets its 503s
+//! quickly instead of piling up.
 //!
 //! Unknown accounts are verified against a dummy hash of the same cost, so a wrong
 //! email and a wrong password take about the same time.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
@@ -43,7 +46,25 @@ pub enum PasswordError {
 pub struct Hasher {
     permits: Arc<Semaphore>,
     wait: Duration,
+    queue: usize,
+    waiting: Arc<AtomicUsize>,
     dummy_hash: Arc<str>,
+}
+
+/// The default number of concurrent hashes: half the cores (at least one), so a login
+/// flood leaves the other half to every other request.
+pub fn default_concurrency() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores / 2).max(1)
+}
+
+/// Counts one waiter for as long as it lives.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn argon2() -> Argon2<'static> {
@@ -74,13 +95,19 @@ fn verify_blocking(password: &str, hash: &str) -> Result<bool, PasswordError> {
 }
 
 impl Hasher {
-    /// A hasher allowing `max_concurrent` hashes at once; callers wait at most `wait`
-    /// for a slot. Computes the dummy hash (one hash of work).
-    pub fn new(max_concurrent: usize, wait: Duration) -> Result<Hasher, PasswordError> {
+    /// A hasher allowing `max_concurrent` hashes at once; at most `queue` callers wait,
+    /// each at most `wait`, for a slot. Computes the dummy hash (one hash of work).
+    pub fn new(
+        max_concurrent: usize,
+        queue: usize,
+        wait: Duration,
+    ) -> Result<Hasher, PasswordError> {
         let dummy = crate::ids::random_token(32);
         Ok(Hasher {
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             wait,
+            queue,
+            waiting: Arc::new(AtomicUsize::new(0)),
             dummy_hash: hash_blocking(&dummy)?.into(),
         })
     }
@@ -112,10 +139,19 @@ impl Hasher {
         &self,
         f: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
     ) -> Result<T, PasswordError> {
-        let permit = tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| PasswordError::Busy)?
-            .map_err(|_| PasswordError::Busy)?;
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let _waiting = Waiting(self.waiting.clone());
+                if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue {
+                    return Err(PasswordError::Busy);
+                }
+                tokio::time::timeout(self.wait, self.permits.clone().acquire_owned())
+                    .await
+                    .map_err(|_| PasswordError::Busy)?
+                    .map_err(|_| PasswordError::Busy)?
+            }
+        };
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             f()
@@ -141,7 +177,7 @@ mod tests {
     async fn concurrent_hashing_is_capped() {
         // One slot and a wait far shorter than one hash: of two concurrent
         // verifications, one must be refused as busy.
-        let mut hasher = Hasher::new(1, Duration::from_secs(5)).unwrap();
+        let mut hasher = Hasher::new(1, 8, Duration::from_secs(5)).unwrap();
         hasher.wait = Duration::from_millis(1);
         let (a, b) = tokio::join!(
             hasher.verify("a".into(), None),
@@ -155,9 +191,40 @@ mod tests {
         assert_eq!(hasher.available(), 1, "slot returned");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_beyond_the_queue_are_refused_at_once() {
+        // One slot, one place in the queue, a long wait: of three at once, one hashes,
+        // one waits and then hashes, one is refused without waiting.
+        let hasher = Hasher::new(1, 1, Duration::from_secs(30)).unwrap();
+        let t = std::time::Instant::now();
+        let (a, b, c) = tokio::join!(
+            hasher.verify("a".into(), None),
+            hasher.verify("b".into(), None),
+            hasher.verify("c".into(), None)
+        );
+        let busy = [&a, &b, &c]
+            .iter()
+            .filter(|r| matches!(r, Err(PasswordError::Busy)))
+            .count();
+        assert_eq!(busy, 1, "{a:?} {b:?} {c:?}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert_eq!(hasher.waiting.load(Ordering::Acquire), 0);
+        assert_eq!(hasher.available(), 1);
+    }
+
+    #[test]
+    fn default_cap_leaves_half_the_cores() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(default_concurrency(), (cores / 2).max(1));
+        assert_eq!(
+            crate::Config::default().argon2_concurrency,
+            default_concurrency()
+        );
+    }
+
     #[tokio::test]
     async fn unknown_account_never_verifies() {
-        let hasher = Hasher::new(1, Duration::from_secs(5)).unwrap();
+        let hasher = Hasher::new(1, 8, Duration::from_secs(5)).unwrap();
         let dummy = hasher.dummy_hash.to_string();
         assert!(!hasher.verify("anything".into(), None).await.unwrap());
         // Even the dummy's own hash input is unknown, but a None hash is always false.

@@ -11,6 +11,7 @@ mod admin_ops;
 mod agents;
 mod audit;
 mod events;
+mod flood;
 mod gateways;
 mod jwt_attacks;
 mod keys;
