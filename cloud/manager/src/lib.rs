@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit_limit;
 pub mod auth;
 pub mod authz;
 pub mod cli;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::ManagerError;
+use crate::audit_limit::DenialAuditLimit;
 use crate::config::Config;
 use crate::ids::Clock;
 use crate::keys::Keys;
@@ -40,6 +41,8 @@ pub struct Manager {
     pub config: Config,
     /// Keys sealing BMC credentials and signing keys at rest.
     pub credential_keys: Arc<CredentialKeys>,
+    /// Bound on audit rows of unauthenticated (or repeatable) denials.
+    pub denial_audit: DenialAuditLimit,
 }
 
 impl Manager {
@@ -61,6 +64,7 @@ impl Manager {
             clock,
             metrics: Metrics::default(),
             config,
+            denial_audit: DenialAuditLimit::default(),
         }))
     }
 
@@ -110,6 +114,22 @@ impl Manager {
                 Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
             }
         }
+    }
+
+    /// Appends the audit row of a denial from `ip` within [`DenialAuditLimit`]; beyond
+    /// it the row is only counted (`audit_suppressed`). The outcome is `denied`.
+    pub async fn audit_denial(
+        &self,
+        ip: std::net::IpAddr,
+        mut entry: NewAudit,
+    ) -> Result<(), StoreError> {
+        if !self.denial_audit.allow(ip, self.clock.now()) {
+            crate::metrics::inc(&self.metrics.audit_suppressed);
+            return Ok(());
+        }
+        entry.outcome = "denied";
+        entry.source_ip = Some(ip.to_string());
+        self.audit(entry).await
     }
 
     /// Appends an audit entry stamped with the current time. Audit is part of the

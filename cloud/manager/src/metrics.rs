@@ -40,6 +40,7 @@ counters! {
     logout => "outband_manager_logout_total", "Sessions ended by logout.";
     token_rejected => "outband_manager_access_token_rejected_total", "Access tokens refused.";
     authz_denied => "outband_manager_authz_denied_total", "Authorization denials.";
+    audit_suppressed => "outband_manager_audit_suppressed_total", "Denial audit rows not written (per-address and total limit, see audit_limit).";
 }
 
 /// Adds one.

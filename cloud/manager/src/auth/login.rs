@@ -118,7 +118,7 @@ pub async fn login(m: &Manager, req: LoginRequest, ip: IpAddr) -> Result<TokenRe
 
 /// The throttle key for a source address: the address for IPv4, the /64 for IPv6 (one
 /// host usually holds a whole /64, so per-address counting would be useless).
-fn throttle_source(ip: IpAddr) -> String {
+pub(crate) fn throttle_source(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {

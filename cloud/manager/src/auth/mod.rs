@@ -7,6 +7,7 @@ mod refresh;
 mod tokens;
 
 pub use login::login;
+pub(crate) use login::throttle_source;
 pub use password::change_password;
 pub use refresh::{logout, refresh};
 pub use tokens::access_claims;

@@ -82,7 +82,15 @@ impl FromRequestParts<Arc<Manager>> for AuthGateway {
 
     async fn from_request_parts(parts: &mut Parts, m: &Arc<Manager>) -> Result<Self, ApiError> {
         let ClientInfo(client) = ClientInfo::from_request_parts(parts, m).await?;
+        let path: String = parts.uri.path().chars().take(128).collect();
+        let denied = |detail: String| NewAudit {
+            action: "gateway_auth",
+            detail: Some(detail),
+            ..NewAudit::default()
+        };
         if !client.secure {
+            m.audit_denial(client.ip, denied(format!("insecure_transport {path}")))
+                .await?;
             return Err(insecure());
         }
         let token = parts
@@ -93,17 +101,44 @@ impl FromRequestParts<Arc<Manager>> for AuthGateway {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim())
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthenticated, "gateway token required"))?;
-        if !token.starts_with(GATEWAY_TOKEN_PREFIX) || token.len() > MAX_SECRET_LEN {
-            return Err(ApiError::invalid_token());
-        }
-        match m.store.gateway_by_token(&ids::hash_token(token)).await? {
+        let gateway = if token.starts_with(GATEWAY_TOKEN_PREFIX) && token.len() <= MAX_SECRET_LEN {
+            m.store.gateway_by_token(&ids::hash_token(token)).await?
+        } else {
+            None
+        };
+        match gateway {
             Some(gateway) => Ok(AuthGateway {
                 gateway,
                 source_ip: client.ip.to_string(),
             }),
-            None => Err(ApiError::invalid_token()),
+            None => {
+                m.audit_denial(client.ip, denied(format!("invalid_token {path}")))
+                    .await?;
+                Err(ApiError::invalid_token())
+            }
         }
     }
+}
+
+/// Audits an admin's gateway call refused for plain HTTP (bounded like every denial a
+/// caller can repeat) and returns the `insecure_transport` error.
+async fn insecure_audited(
+    m: &Manager,
+    user: &AuthUser,
+    ip: std::net::IpAddr,
+    action: &'static str,
+    target: Option<&str>,
+) -> Result<ApiError, ApiError> {
+    let entry = NewAudit {
+        action,
+        actor_id: Some(user.user.id.clone()),
+        actor_email: Some(user.user.email.clone()),
+        target: target.map(str::to_owned),
+        detail: Some("insecure_transport".into()),
+        ..NewAudit::default()
+    };
+    m.audit_denial(ip, entry).await?;
+    Ok(insecure())
 }
 
 fn check_url(url: &str) -> Result<String, ApiError> {
@@ -148,7 +183,7 @@ pub async fn create_gateway(
 ) -> Result<(StatusCode, Json<GatewayCredential>), ApiError> {
     authorize(&m, &user, Action::ManageGateways, On::Global).await?;
     if !client.secure {
-        return Err(insecure());
+        return Err(insecure_audited(&m, &user, client.ip, "gateway_create", None).await?);
     }
     let now = m.clock.now();
     let gateway = Gateway {
@@ -227,7 +262,7 @@ pub async fn new_gateway_credential(
 ) -> Result<Json<GatewayCredential>, ApiError> {
     authorize(&m, &user, Action::ManageGateways, On::Global).await?;
     if !client.secure {
-        return Err(insecure());
+        return Err(insecure_audited(&m, &user, client.ip, "gateway_credential", Some(&id)).await?);
     }
     let not_found = || ApiError::new(ErrorCode::NotFound, "no such object");
     let gateway = m.store.gateway_by_id(&id).await?.ok_or_else(not_found)?;
@@ -308,6 +343,12 @@ pub async fn register(
 ) -> Result<Json<RegisterResponse>, ApiError> {
     let ip = client.ip;
     if !client.secure {
+        let entry = NewAudit {
+            action: "gateway_register",
+            detail: Some("insecure_transport".into()),
+            ..NewAudit::default()
+        };
+        m.audit_denial(ip, entry).await?;
         return Err(insecure());
     }
     if req

@@ -10,6 +10,7 @@ mod ctx;
 mod admin_ops;
 mod agents;
 mod audit;
+mod denials;
 mod events;
 mod flood;
 mod gateways;
