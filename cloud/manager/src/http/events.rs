@@ -155,9 +155,18 @@ pub async fn events(
                 refused = Some("server_not_bound");
             }
         }
+        let mut actor_id = c.user_id;
+        if refused.is_none()
+            && let Some(user_id) = c.user_id
+            && m.store.user_by_id(user_id).await?.is_none()
+        {
+            // No such user (a deleted one stays known until purged): not an actor.
+            refused = Some("unknown_user");
+            actor_id = None;
+        }
         let mut entry = NewAudit {
             action: c.action.unwrap_or(UNKNOWN_ACTION),
-            actor_id: c.user_id.map(str::to_owned),
+            actor_id: actor_id.map(str::to_owned),
             source_ip: Some(gw.source_ip.clone()),
             target: c.server_id.map(str::to_owned),
             ..NewAudit::default()

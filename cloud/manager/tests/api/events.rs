@@ -1,5 +1,5 @@
 //! `POST /api/v1/gateway/events`: gateway-reported actions in the audit log, the
-//! server-binding rule, field checks and the batch bound.
+//! server-binding rule, unknown users, field checks and the batch bound.
 
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -50,18 +50,16 @@ async fn events_are_audited_and_queryable_by_user_and_server(db: Db) {
     let admin = app.member("admin@a.example", &a, "admin").await;
     let s1 = server(&app, &admin, "s1", &g1).await;
     let s2 = server(&app, &admin, "s2", &g1).await;
-    let mut on = event("power_on", "success", "usr_alice", &s1);
+    let alice = app.user("alice@a.example", false).await.id;
+    let bob = app.user("bob@a.example", false).await.id;
+    let mut on = event("power_on", "success", &alice, &s1);
     on["session_id"] = json!("ses_1");
-    let mut serial = event("serial_open", "failure", "usr_bob", &s2);
+    let mut serial = event("serial_open", "failure", &bob, &s2);
     serial["detail"] = json!("bmc_unreachable");
     let r = post_events(
         &app,
         &gw1,
-        vec![
-            on,
-            serial,
-            event("graphical_close", "success", "usr_alice", &s2),
-        ],
+        vec![on, serial, event("graphical_close", "success", &alice, &s2)],
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -76,14 +74,19 @@ async fn events_are_audited_and_queryable_by_user_and_server(db: Db) {
     let e = gw_rows[0];
     assert_eq!(e["action"], "gateway_power_on");
     assert_eq!(e["outcome"], "success");
-    assert_eq!(e["actor_id"], "usr_alice");
+    assert_eq!(e["actor_id"], alice.as_str());
     assert_eq!(e["source_ip"], "127.0.0.1");
     assert_eq!(
         e["detail"],
         format!("via {g1} at=1700000000 session=ses_1").as_str()
     );
     // By user, and by action.
-    let bob = app.audit(&root, "actor_id=usr_bob").await;
+    let bob: Vec<Value> = app
+        .audit(&root, &format!("actor_id={bob}"))
+        .await
+        .into_iter()
+        .filter(|e| e["action"].as_str().unwrap().starts_with("gateway_"))
+        .collect();
     assert_eq!(bob.len(), 1);
     assert_eq!(bob[0]["action"], "gateway_serial_open");
     assert_eq!(bob[0]["outcome"], "failure");
@@ -95,7 +98,7 @@ async fn events_are_audited_and_queryable_by_user_and_server(db: Db) {
     let alice_s2 = app
         .audit(
             &root,
-            &format!("actor_id=usr_alice&target={s2}&action=gateway_graphical_close"),
+            &format!("actor_id={alice}&target={s2}&action=gateway_graphical_close"),
         )
         .await;
     assert_eq!(alice_s2.len(), 1);
@@ -113,35 +116,41 @@ async fn events_about_other_gateways_servers_or_with_bad_fields_are_denied(db: D
     let admin = app.member("admin@a.example", &a, "admin").await;
     let mine = server(&app, &admin, "mine", &g1).await;
     let theirs = server(&app, &admin, "theirs", &g2).await;
+    let user = app.user("u@a.example", false).await.id;
+    let u = user.as_str();
     let long = "x".repeat(65);
-    let mut bad_detail = event("power_off", "success", "u", &mine);
+    let mut bad_detail = event("power_off", "success", u, &mine);
     bad_detail["detail"] = json!("d".repeat(257));
-    let mut ctl_detail = event("power_off", "success", "u", &mine);
+    let mut ctl_detail = event("power_off", "success", u, &mine);
     ctl_detail["detail"] = json!("line\nbreak");
-    let mut bad_session = event("power_off", "success", "u", &mine);
+    let mut bad_session = event("power_off", "success", u, &mine);
     bad_session["session_id"] = json!(long);
-    let mut bad_at = event("power_off", "success", "u", &mine);
+    let mut bad_at = event("power_off", "success", u, &mine);
     bad_at["at"] = json!(-1);
     let cases = vec![
         (
-            event("power_off", "success", "u", &theirs),
+            event("power_off", "success", u, &theirs),
             "server_not_bound",
         ),
         (
-            event("power_off", "success", "u", "srv_missing"),
+            event("power_off", "success", u, "srv_missing"),
             "server_not_bound",
         ),
-        (event("format_disk", "success", "u", &mine), "bad_action"),
-        (event("power_off", "maybe", "u", &mine), "bad_outcome"),
+        (event("format_disk", "success", u, &mine), "bad_action"),
+        (event("power_off", "maybe", u, &mine), "bad_outcome"),
         (event("power_off", "success", &long, &mine), "bad_user_id"),
         (event("power_off", "success", "u v", &mine), "bad_user_id"),
-        (event("power_off", "success", "u", ""), "bad_server_id"),
+        (event("power_off", "success", u, ""), "bad_server_id"),
+        (
+            event("power_off", "success", "usr_nobody", &mine),
+            "unknown_user",
+        ),
         (bad_session, "bad_session_id"),
         (bad_at, "bad_at"),
         (bad_detail, "bad_detail"),
         (ctl_detail, "bad_detail"),
     ];
-    let good = event("power_cycle", "success", "u", &mine);
+    let good = event("power_cycle", "success", u, &mine);
     let mut batch: Vec<Value> = cases.iter().map(|(e, _)| e.clone()).collect();
     batch.push(good);
     let r = post_events(&app, &gw1, batch).await;
@@ -172,8 +181,11 @@ async fn events_about_other_gateways_servers_or_with_bad_fields_are_denied(db: D
     assert_eq!(denied[0]["action"], "gateway_power_off");
     assert_eq!(denied[0]["target"], theirs.as_str());
     assert_eq!(denied[2]["action"], "gateway_event");
-    // Refused values are not copied into the audit log.
+    // Refused values are not copied into the audit log, nor unknown users as actors.
     assert!(denied[4]["actor_id"].is_null());
+    assert!(denied[7]["actor_id"].is_null());
+    assert_eq!(denied[7]["target"], mine.as_str());
+    assert_eq!(denied[0]["actor_id"], u);
     // The other gateway's server has no accepted gateway action.
     let rows = app.audit(&root, &format!("target={theirs}")).await;
     assert!(rows.iter().all(
@@ -191,9 +203,10 @@ async fn batches_are_bounded_and_need_a_gateway_over_tls(db: Db) {
     let a = app.tenant("A").await;
     let admin = app.member("admin@a.example", &a, "admin").await;
     let s = server(&app, &admin, "s", &g1).await;
+    let u = app.user("u@a.example", false).await.id;
     let batch = |n: usize| -> Vec<Value> {
         (0..n)
-            .map(|_| event("power_status", "success", "u", &s))
+            .map(|_| event("power_status", "success", &u, &s))
             .collect()
     };
     let r = post_events(&app, &gw1, batch(101)).await;
@@ -219,7 +232,7 @@ async fn batches_are_bounded_and_need_a_gateway_over_tls(db: Db) {
     let r = post_events(&app, &admin, batch(1)).await;
     assert_eq!(r.code(), "invalid_token");
     // Unknown fields are refused.
-    let mut odd = event("power_on", "success", "u", &s);
+    let mut odd = event("power_on", "success", &u, &s);
     odd["extra"] = json!(1);
     assert_eq!(
         post_events(&app, &gw1, vec![odd]).await.code(),
