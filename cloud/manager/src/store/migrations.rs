@@ -67,6 +67,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0009_agent_site.sql"),
         include_str!("../../migrations/postgres/0009_agent_site.sql"),
     ),
+    (
+        10,
+        "audit no truncate",
+        include_str!("../../migrations/sqlite/0010_audit_no_truncate.sql"),
+        include_str!("../../migrations/postgres/0010_audit_no_truncate.sql"),
+    ),
 ];
 
 /// The migrator for `backend`.
