@@ -132,6 +132,60 @@ fn kid_of(token: &str) -> String {
         .to_owned()
 }
 
+/// `db` (global flags naming the database, e.g. `--database-url`) before `args`.
+fn with<'a>(db: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
+    [db, args].concat()
+}
+
+/// `#[test] fn $sqlite` runs `$body(&[])`; `#[test] fn $postgres` runs it with
+/// `--database-url` of a fresh database on the throwaway cluster.
+macro_rules! on_sqlite_and_postgres {
+    ($sqlite:ident, $postgres:ident, $body:ident) => {
+        #[test]
+        fn $sqlite() {
+            $body(&[]);
+        }
+
+        #[test]
+        fn $postgres() {
+            let (_rt, url) = pg_url();
+            $body(&["--database-url", &url]);
+        }
+    };
+}
+
+/// A fresh database on the throwaway PostgreSQL cluster (`common/pg.rs`); keep the
+/// runtime alive for as long as the URL is used.
+fn pg_url() -> (tokio::runtime::Runtime, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = rt.block_on(pg::fresh_database());
+    (rt, url)
+}
+
+/// The data directory of the PostgreSQL server behind `url`, after a checkpoint (so
+/// what was written is in the files).
+fn pg_data_dir(url: &str) -> PathBuf {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = outband_manager::store::Store::connect(url).await.unwrap();
+        sqlx::query("CHECKPOINT")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let (dir,): (String,) = sqlx::query_as("SELECT current_setting('data_directory')")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        PathBuf::from(dir)
+    })
+}
+
 fn run_cli(dir: &Path, args: &[&str], stdin: &str) -> (bool, String) {
     let mut child = Command::new(BIN)
         .current_dir(dir)
@@ -204,12 +258,11 @@ fn first_start_with_no_arguments_uses_sqlite_and_prints_a_one_time_password() {
     assert!(!logs.contains(password));
 }
 
-#[test]
-fn admin_create_and_keys_rotate_work_offline() {
+fn admin_create_and_keys_rotate(db: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (ok, out) = run_cli(
-        d,
+    let cli = |args: &[&str], stdin: &str| run_cli(d, &with(db, args), stdin);
+    let (ok, out) = cli(
         &[
             "admin",
             "create",
@@ -223,8 +276,7 @@ fn admin_create_and_keys_rotate_work_offline() {
     assert!(ok, "{out}");
     assert!(!out.contains("stdin password 123"));
     std::fs::write(d.join("pw"), "file password 123\nignored\n").unwrap();
-    let (ok, out) = run_cli(
-        d,
+    let (ok, out) = cli(
         &[
             "admin",
             "create",
@@ -236,7 +288,7 @@ fn admin_create_and_keys_rotate_work_offline() {
         "",
     );
     assert!(ok, "{out}");
-    let (ok, out) = run_cli(d, &["admin", "create", "--email", "c@example.com"], "");
+    let (ok, out) = cli(&["admin", "create", "--email", "c@example.com"], "");
     assert!(ok, "{out}");
     let generated = out
         .lines()
@@ -245,8 +297,7 @@ fn admin_create_and_keys_rotate_work_offline() {
         .unwrap_or_else(|| panic!("{out}"))
         .to_owned();
     // Refusals: duplicate, short password.
-    let (ok, out) = run_cli(
-        d,
+    let (ok, out) = cli(
         &[
             "admin",
             "create",
@@ -258,8 +309,7 @@ fn admin_create_and_keys_rotate_work_offline() {
         "",
     );
     assert!(!ok && out.contains("already exists"), "{out}");
-    let (ok, out) = run_cli(
-        d,
+    let (ok, out) = cli(
         &[
             "admin",
             "create",
@@ -275,7 +325,7 @@ fn admin_create_and_keys_rotate_work_offline() {
     // Offline key rotation: two rotations leave two published keys, the newer signs.
     let mut kids = Vec::new();
     for _ in 0..2 {
-        let (ok, out) = run_cli(d, &["keys", "rotate", "--overlap", "1h"], "");
+        let (ok, out) = cli(&["keys", "rotate", "--overlap", "1h"], "");
         assert!(ok, "{out}");
         let kid = out
             .split_whitespace()
@@ -286,7 +336,7 @@ fn admin_create_and_keys_rotate_work_offline() {
         kids.push(kid);
     }
 
-    let m = Manager::start(d, "m", &[]);
+    let m = Manager::start(d, "m", db);
     let (_, jwks) = get(&m.url("/.well-known/jwks.json"), None);
     let mut published: Vec<String> = jwks["keys"]
         .as_array()
@@ -309,6 +359,12 @@ fn admin_create_and_keys_rotate_work_offline() {
         "users exist: no bootstrap"
     );
 }
+
+on_sqlite_and_postgres!(
+    admin_create_and_keys_rotate_work_offline,
+    admin_create_and_keys_rotate_work_offline_on_postgres,
+    admin_create_and_keys_rotate
+);
 
 #[test]
 fn two_managers_on_one_postgres_share_users_tokens_keys_and_throttle() {
@@ -416,8 +472,94 @@ fn two_managers_on_one_postgres_share_users_tokens_keys_and_throttle() {
     assert!(!logs.contains(canary), "canary password in process output");
 }
 
+/// Runs schemathesis on the manager's OpenAPI document with `token`, on the operations
+/// `filter` selects: `(passed, report)`.
+fn schemathesis(
+    st: &Path,
+    m: &Manager,
+    dir: &Path,
+    token: &str,
+    filter: &[&str],
+) -> (bool, String) {
+    let out = Command::new(st)
+        .args([
+            "run",
+            &m.url("/api/v1/openapi.json"),
+            "--checks",
+            "not_a_server_error",
+        ])
+        .args(["--max-examples", "40", "--seed", "1", "--no-color"])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(filter)
+        .env("SCHEMATHESIS_HOOKS", "")
+        .current_dir(dir)
+        .output()
+        .expect("running schemathesis");
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success() && report.contains("passed"), report)
+}
+
+/// POSTs `body` to `path` as `token`, expects 201, returns the string `field`.
+fn created(m: &Manager, token: &str, path: &str, body: Value, field: &str) -> String {
+    let (status, text) = call("POST", &m.url(path), token, Some(body));
+    assert_eq!(status, 201, "{text}");
+    serde_json::from_str::<Value>(&text).unwrap()[field]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A registered gateway's token (created by the global admin `token`; plain HTTP is
+/// fine on loopback).
+fn gateway_token(m: &Manager, token: &str) -> String {
+    let body = json!({"name": "fuzz-gw"});
+    let cred = created(
+        m,
+        token,
+        "/api/v1/gateways",
+        body,
+        "registration_credential",
+    );
+    let (status, r) = post(
+        &m.url("/api/v1/gateway/register"),
+        json!({"registration_credential": cred}),
+    );
+    assert_eq!(status, 200, "{r}");
+    r["gateway_token"].as_str().unwrap().to_owned()
+}
+
+/// A tenant admin's access token (a new tenant and user; the one-time password
+/// changed).
+fn tenant_admin_token(m: &Manager, token: &str) -> String {
+    let body = json!({"name": "fuzz-tenant"});
+    let tenant = created(m, token, "/api/v1/tenants", body, "id");
+    let (status, user) = call(
+        "POST",
+        &m.url(&format!("/api/v1/tenants/{tenant}/users")),
+        token,
+        Some(json!({"email": "tenant-fuzz@example.com", "role": "admin",
+                    "password": "first tenant password"})),
+    );
+    assert_eq!(status, 201, "{user}");
+    let (status, t) = login(m, "tenant-fuzz@example.com", "first tenant password");
+    assert_eq!(status, 200, "{t}");
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    let (status, text) = call(
+        "POST",
+        &m.url("/api/v1/auth/password"),
+        &access,
+        Some(json!({"current_password": "first tenant password",
+                    "new_password": "second tenant password"})),
+    );
+    assert_eq!(status, 204, "{text}");
+    access
+}
+
 /// Runs schemathesis (PyPI, installed by `scripts/install-deps.sh` into the venv) against
-/// a manager's own OpenAPI document: no generated request may cause a 5xx.
+/// a manager's own OpenAPI document: no generated request may cause a 5xx. Three runs:
+/// every operation as a global admin, the `/api/v1/gateway/*` calls with a real
+/// gateway token, and the tenant-scoped operations as a tenant admin.
 fn fuzz_against_openapi(args: &[&str], dir: &Path) {
     let venv = std::env::var("OUTBAND_VENV").unwrap_or_else(|_| "/opt/outband-venv".into());
     let st = Path::new(&venv).join("bin/st");
@@ -441,29 +583,58 @@ fn fuzz_against_openapi(args: &[&str], dir: &Path) {
     let m = Manager::start(dir, "fuzz", args);
     let (status, t) = login(&m, "fuzz@example.com", "fuzzing admin password");
     assert_eq!(status, 200, "{t}");
-    let token = t["access_token"].as_str().unwrap();
-    let out = Command::new(&st)
-        .args([
-            "run",
-            &m.url("/api/v1/openapi.json"),
-            "--checks",
-            "not_a_server_error",
-        ])
-        .args(["--max-examples", "40", "--seed", "1", "--no-color"])
-        .args(["-H", &format!("Authorization: Bearer {token}")])
-        .env("SCHEMATHESIS_HOOKS", "")
-        .current_dir(dir)
-        .output()
-        .expect("running schemathesis");
-    let report =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let token = t["access_token"].as_str().unwrap().to_owned();
+    let gateway = gateway_token(&m, &token);
+    let tenant_admin = tenant_admin_token(&m, &token);
+    // The global admin's run goes last: its stateful phase may delete the gateway or
+    // the tenant user the other runs need.
+    let runs = [
+        (
+            "gateway",
+            gateway.as_str(),
+            vec!["--include-path-regex", "^/api/v1/gateway/"],
+        ),
+        (
+            "tenant admin",
+            tenant_admin.as_str(),
+            vec![
+                "--include-path-regex",
+                "^/api/v1/(me|tenants|servers|agents|join-tokens)",
+            ],
+        ),
+        ("global admin", token.as_str(), vec![]),
+    ];
+    let mut failed = Vec::new();
+    let mut heartbeat_seen = None;
+    for (who, bearer, filter) in runs {
+        let (ok, report) = schemathesis(&st, &m, dir, bearer, &filter);
+        if !ok {
+            failed.push(format!("--- as {who}:\n{report}"));
+        }
+        if who == "gateway" {
+            // The gateway run got past the token: a heartbeat was accepted.
+            let (_, gateways) = get(&m.url("/api/v1/gateways"), Some(&token));
+            heartbeat_seen = Some(
+                gateways["gateways"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{gateways}"))
+                    .iter()
+                    .any(|g| g["name"] == "fuzz-gw" && !g["last_seen_at"].is_null()),
+            );
+        }
+    }
     let logs = m.stop();
     assert!(
-        out.status.success(),
-        "schemathesis found failures:\n{report}\n{logs}"
+        failed.is_empty(),
+        "schemathesis found failures:\n{}\n{logs}",
+        failed.join("\n")
     );
-    assert!(report.contains("passed"), "{report}");
     assert!(!logs.contains("internal error"), "{logs}");
+    assert_eq!(
+        heartbeat_seen,
+        Some(true),
+        "no fuzzed heartbeat got through"
+    );
 }
 
 #[test]
@@ -474,11 +645,7 @@ fn openapi_fuzz_finds_no_server_errors_on_sqlite() {
 
 #[test]
 fn openapi_fuzz_finds_no_server_errors_on_postgres() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = rt.block_on(pg::fresh_database());
+    let (_rt, url) = pg_url();
     let dir = tempfile::tempdir().unwrap();
     fuzz_against_openapi(&["--database-url", &url], dir.path());
 }
@@ -532,14 +699,13 @@ fn call(method: &str, url: &str, bearer: &str, body: Option<Value>) -> (u16, Str
     (status, r.body_mut().read_to_string().unwrap_or_default())
 }
 
-#[test]
-fn canary_bmc_password_is_not_in_responses_logs_or_the_database_file() {
+fn canary_bmc_password(db: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let cli = |args: &[&str], stdin: &str| run_cli(d, &with(db, args), stdin);
     let canary = format!("CANARY-bmc-{}", std::process::id());
     std::fs::write(d.join("pw"), "binary canary admin pw").unwrap();
-    let (ok, out) = run_cli(
-        d,
+    let (ok, out) = cli(
         &[
             "admin",
             "create",
@@ -551,7 +717,7 @@ fn canary_bmc_password_is_not_in_responses_logs_or_the_database_file() {
         "",
     );
     assert!(ok, "{out}");
-    let m = Manager::start(d, "m", &[]);
+    let m = Manager::start(d, "m", db);
     let (_, t) = login(&m, "root@example.com", "binary canary admin pw");
     let token = t["access_token"].as_str().unwrap().to_owned();
     let (status, tenant) = call(
@@ -622,16 +788,35 @@ fn canary_bmc_password_is_not_in_responses_logs_or_the_database_file() {
     assert!(logs.contains(&id), "debug logs captured: {logs}");
     assert!(!logs.contains(&canary), "canary in the manager's output");
     let data = d.join("manager-data");
+    // The data dir (SQLite files and the key file) and, on PostgreSQL, the cluster's
+    // whole data directory after a checkpoint.
+    let url = db.iter().skip_while(|a| **a != "--database-url").nth(1);
+    let mut roots = vec![data.clone()];
+    if let Some(url) = url {
+        // Not ours to read when OUTBAND_TEST_PG_URL names another server.
+        let pg = pg_data_dir(url);
+        if std::fs::read_dir(&pg).is_ok() || std::env::var_os("OUTBAND_TEST_PG_URL").is_none() {
+            roots.push(pg);
+        }
+    }
     let mut files = 0;
-    for e in std::fs::read_dir(&data).unwrap() {
-        let p = e.unwrap().path();
-        let bytes = std::fs::read(&p).unwrap();
-        assert!(
-            !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
-            "canary in {}",
-            p.display()
-        );
-        files += 1;
+    while let Some(dir) = roots.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                roots.push(p);
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&p) else {
+                continue;
+            };
+            assert!(
+                !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+                "canary in {}",
+                p.display()
+            );
+            files += 1;
+        }
     }
     assert!(files >= 2, "database and key file");
     use std::os::unix::fs::PermissionsExt;
@@ -643,19 +828,19 @@ fn canary_bmc_password_is_not_in_responses_logs_or_the_database_file() {
     let old = std::fs::read_to_string(data.join("credential.key")).unwrap();
     let new = outband_manager::secrets::new_key_file();
     std::fs::write(data.join("credential.key"), format!("{new}{old}")).unwrap();
-    let (ok, out) = run_cli(d, &["keys", "rewrap-credentials"], "");
+    let (ok, out) = cli(&["keys", "rewrap-credentials"], "");
     // The signing key too: after the old line is dropped, logins still get tokens.
     assert!(
         ok && out.contains("re-encrypted 1 credentials and 1 signing keys"),
         "{out}"
     );
-    let (ok, out) = run_cli(d, &["keys", "rewrap-credentials"], "");
+    let (ok, out) = cli(&["keys", "rewrap-credentials"], "");
     assert!(
         ok && out.contains("re-encrypted 0 credentials and 0 signing keys"),
         "{out}"
     );
     std::fs::write(data.join("credential.key"), &new).unwrap();
-    let m = Manager::start(d, "m2", &[]);
+    let m = Manager::start(d, "m2", db);
     let (_, t) = login(&m, "root@example.com", "binary canary admin pw");
     let token = t["access_token"].as_str().unwrap().to_owned();
     let (status, server) = call(
@@ -672,9 +857,12 @@ fn canary_bmc_password_is_not_in_responses_logs_or_the_database_file() {
         .build()
         .unwrap();
     let opened = rt.block_on(async {
-        let store = outband_manager::store::Store::open_sqlite(&data.join("manager.db"))
-            .await
-            .unwrap();
+        let store = match url {
+            Some(url) => outband_manager::store::Store::connect(url).await.unwrap(),
+            None => outband_manager::store::Store::open_sqlite(&data.join("manager.db"))
+                .await
+                .unwrap(),
+        };
         let keys = outband_manager::secrets::CredentialKeys::parse(&new, &data).unwrap();
         let row = store.server_by_id(&id).await.unwrap().unwrap();
         let (kid, sealed) = row.credentials.unwrap();
@@ -695,13 +883,19 @@ fn canary_bmc_password_is_not_in_responses_logs_or_the_database_file() {
     .unwrap();
     let out = Command::new(BIN)
         .current_dir(d)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(with(db, &["--listen", "127.0.0.1:0"]))
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no credential key with id"), "{err}");
 }
+
+on_sqlite_and_postgres!(
+    canary_bmc_password_is_not_in_responses_logs_or_the_database_file,
+    canary_bmc_password_is_not_in_responses_logs_or_the_database_file_on_postgres,
+    canary_bmc_password
+);
 
 #[test]
 fn plain_http_on_a_public_address_is_refused_at_start() {
@@ -755,13 +949,12 @@ fn plain_http_on_a_public_address_is_refused_at_start() {
     assert_eq!(status, 200);
 }
 
-#[test]
-fn admin_reset_password_gives_a_global_admin_a_one_time_password() {
+fn admin_reset_password(db: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let cli = |args: &[&str], stdin: &str| run_cli(d, &with(db, args), stdin);
     std::fs::write(d.join("pw"), "the lost admin password\n").unwrap();
-    let (ok, out) = run_cli(
-        d,
+    let (ok, out) = cli(
         &[
             "admin",
             "create",
@@ -773,13 +966,12 @@ fn admin_reset_password_gives_a_global_admin_a_one_time_password() {
         "",
     );
     assert!(ok, "{out}");
-    let m = Manager::start(d, "reset", &["--no-bootstrap-admin"]);
+    let m = Manager::start(d, "reset", &with(db, &["--no-bootstrap-admin"]));
     let (status, t) = login(&m, "root@example.com", "the lost admin password");
     assert_eq!(status, 200, "{t}");
     let refresh = t["refresh_token"].as_str().unwrap().to_owned();
     // Offline, beside the running manager (same database).
-    let (ok, out) = run_cli(
-        d,
+    let (ok, out) = cli(
         &["admin", "reset-password", "--email", "ROOT@example.com"],
         "",
     );
@@ -801,8 +993,7 @@ fn admin_reset_password_gives_a_global_admin_a_one_time_password() {
     assert_eq!(status, 200, "{t}");
     assert_eq!(t["password_change_required"], true);
     // A given password, from stdin; an unknown account fails.
-    let (ok, out) = run_cli(
-        d,
+    let (ok, out) = cli(
         &[
             "admin",
             "reset-password",
@@ -816,8 +1007,7 @@ fn admin_reset_password_gives_a_global_admin_a_one_time_password() {
     assert!(ok && !out.contains("a new given password"), "{out}");
     let (status, _) = login(&m, "root@example.com", "a new given password");
     assert_eq!(status, 200);
-    let (ok, out) = run_cli(
-        d,
+    let (ok, out) = cli(
         &["admin", "reset-password", "--email", "nobody@example.com"],
         "",
     );
@@ -825,6 +1015,12 @@ fn admin_reset_password_gives_a_global_admin_a_one_time_password() {
     let logs = m.stop();
     assert!(!logs.contains(&otp) && !logs.contains("a new given password"));
 }
+
+on_sqlite_and_postgres!(
+    admin_reset_password_gives_a_global_admin_a_one_time_password,
+    admin_reset_password_gives_a_global_admin_a_one_time_password_on_postgres,
+    admin_reset_password
+);
 
 /// A CA and a leaf for 127.0.0.1: (CA PEM, chain PEM, key PEM).
 fn tls_pki(name: &str) -> (String, String, String) {
