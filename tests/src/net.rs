@@ -9,14 +9,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then
-/// released). Only for programs that cannot bind port 0 themselves or that must come
-/// back on the same port after a restart.
+/// Ports [`free_port`] picks from: below Linux's ephemeral range (32768–60999 by
+/// default), so no outgoing connection of another test can take the port between
+/// our check and the program's bind, or while a restarted program is down.
+const FIXED_PORTS: std::ops::Range<u16> = 20_000..32_768;
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for programs that cannot bind
+/// port 0 themselves or that must come back on the same port after a restart. It is
+/// drawn at random from [`FIXED_PORTS`] and checked with a bind (TCP and UDP, for
+/// programs like ipmi_sim), so two tests running at once rarely draw the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    use rand::Rng as _;
+    let mut rng = rand::rng();
+    for _ in 0..1000 {
+        let port = rng.random_range(FIXED_PORTS);
+        let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, port));
+        let udp = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIXED_PORTS:?} after 1000 tries")
 }
 
 /// Connects to `addr`, retrying until `timeout` (the listener may not be up yet).
