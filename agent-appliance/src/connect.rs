@@ -127,7 +127,7 @@ impl Agent {
             .config
             .discovery
             .clone()
-            .map(|d| smol::spawn(crate::discovery::run_periodic(d, self.relay.clone())));
+            .map(|d| crate::rt::spawn(crate::discovery::run_periodic(d, self.relay.clone())));
         let mut rng = fastrand::Rng::new();
         let mut attempt: u32 = 0;
         let gw = self.config.gateway.key();
@@ -258,12 +258,12 @@ impl Agent {
             Instant::now(),
         );
         let (tunnel, driver) = Tunnel::new(session.io, mux, SmolTimer);
-        let driver = smol::spawn(driver);
+        let driver = crate::rt::spawn(driver);
         tunnel.send_inventory(self.relay.inventory());
         // Fresh reports when a discovery scan changes what the agent knows.
         let _reports = {
             let (tunnel, ctx) = (tunnel.clone(), self.relay.clone());
-            smol::spawn(async move {
+            crate::rt::spawn(async move {
                 while ctx.inventory_changed.1.recv().await.is_ok() {
                     tunnel.send_inventory(ctx.inventory());
                 }
@@ -275,7 +275,8 @@ impl Agent {
             .unwrap_or_default();
         // Dropping this task when the driver ends cancels the accept loop; stream
         // tasks end on their own once the connection is gone.
-        let _serving = smol::spawn(relay::serve_incoming(tunnel, self.relay.clone(), addresses));
+        let _serving =
+            crate::rt::spawn(relay::serve_incoming(tunnel, self.relay.clone(), addresses));
         driver.await
     }
 }

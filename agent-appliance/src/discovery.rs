@@ -403,7 +403,7 @@ pub async fn scan(cfg: &ScanConfig) -> Result<Vec<Found>, ScanError> {
             Next::Send(Probe::Redfish(to)) => {
                 let permit = limit.acquire_arc().await;
                 let findings = findings.clone();
-                probes.push(smol::spawn(async move {
+                probes.push(crate::rt::spawn(async move {
                     let url = format!("https://{to}");
                     let got = smol::unblock(move || outband_redfish::probe(&url, timeouts)).await;
                     if let Ok(p) = got {

@@ -31,6 +31,7 @@ pub mod identity;
 pub mod join;
 pub mod log;
 pub mod relay;
+pub mod rt;
 pub mod target;
 pub mod tls;
 

@@ -63,6 +63,6 @@ fn run(action: Action) -> anyhow::Result<()> {
     let tls = tls::client_config(&config.trust, &identity).context("setting up TLS")?;
     let agent = Agent::new(config, identity, tls);
     // The dial loop only ends with the process.
-    smol::block_on(agent.run());
+    outband_agent::rt::block_on(agent.run());
     Ok(())
 }

@@ -133,7 +133,7 @@ pub async fn serve_incoming(tunnel: Tunnel, ctx: Arc<RelayContext>, addresses: V
     while let Some(incoming) = tunnel.accept().await {
         match incoming {
             Incoming::Stream(pending) => {
-                smol::spawn(handle_stream(pending, ctx.clone())).detach();
+                crate::rt::spawn(handle_stream(pending, ctx.clone())).detach();
             }
             Incoming::Request(req) => match req.body {
                 // BMC requests take a while (UDP retransmits, TLS): answer them in
@@ -156,7 +156,7 @@ pub async fn serve_incoming(tunnel: Tunnel, ctx: Arc<RelayContext>, addresses: V
                         continue;
                     }
                     let (tunnel, ctx) = (tunnel.clone(), ctx.clone());
-                    smol::spawn(async move {
+                    crate::rt::spawn(async move {
                         let reply = crate::bmc::answer(body, &ctx).await;
                         ctx.bmc_requests.fetch_sub(1, Ordering::AcqRel);
                         tunnel.reply(req.request_id, reply);

@@ -28,7 +28,7 @@ use smol::net::{TcpListener, TcpStream};
 
 /// Runs a test body on smol with an overall deadline.
 fn run<F: Future<Output = ()>>(body: F) {
-    smol::block_on(futures_lite::future::or(body, async {
+    outband_agent::rt::block_on(futures_lite::future::or(body, async {
         smol::Timer::after(Duration::from_secs(20)).await;
         panic!("test timed out");
     }))

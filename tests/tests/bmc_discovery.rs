@@ -82,7 +82,7 @@ fn scan_finds_ipmi_sim_and_sushy_on_a_loopback_range() {
             redfish_concurrency: 4,
         };
         let start = Instant::now();
-        let found = smol::block_on(scan(&cfg))?;
+        let found = outband_agent::rt::block_on(scan(&cfg))?;
         let took = start.elapsed();
         let local = |port| SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
         assert_eq!(
@@ -135,7 +135,7 @@ fn scan_of_an_empty_range_finds_nothing_and_ends() {
             ..ScanConfig::default()
         };
         let start = Instant::now();
-        let found = smol::block_on(scan(&cfg))?;
+        let found = outband_agent::rt::block_on(scan(&cfg))?;
         assert!(found.is_empty(), "{found:?}");
         assert!(
             start.elapsed() < Duration::from_secs(5),

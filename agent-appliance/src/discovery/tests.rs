@@ -256,7 +256,7 @@ fn scan_one(port: u16) -> Vec<Found> {
         ping_grace: Duration::from_millis(300),
         ..ScanConfig::default()
     };
-    smol::block_on(scan(&cfg)).unwrap()
+    crate::rt::block_on(scan(&cfg)).unwrap()
 }
 
 #[test]
