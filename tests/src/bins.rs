@@ -97,6 +97,7 @@ pub(crate) fn cargo_build(profile_dir: &Path, packages: &[&str]) -> anyhow::Resu
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let mut cmd = Command::new(cargo);
+    without_run_env(&mut cmd);
     cmd.arg("build")
         .arg("--manifest-path")
         .arg(&manifest)
@@ -116,4 +117,27 @@ pub(crate) fn cargo_build(profile_dir: &Path, packages: &[&str]) -> anyhow::Resu
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
+}
+
+/// Removes the variables `cargo run` / `cargo test` set for the program they start
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...) from a nested cargo command. Some build
+/// scripts (ring's) track `CARGO_MANIFEST_DIR`, so a nested build that inherits it is
+/// "dirty" against the same build from a shell and recompiles ring, rustls and every
+/// crate above them, and the next build from the shell recompiles them again.
+pub fn without_run_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_MANIFEST_")
+            || key.starts_with("CARGO_PKG_")
+            || matches!(
+                key,
+                "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            cmd.env_remove(key);
+        }
+    }
 }

@@ -54,7 +54,9 @@ fn target_dir() -> PathBuf {
 /// Runs cargo with `args` in the workspace root.
 fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
+    let mut cmd = std::process::Command::new(cargo);
+    outband_e2e::bins::without_run_env(&mut cmd);
+    let status = cmd
         .args(args)
         .current_dir(root())
         .status()
