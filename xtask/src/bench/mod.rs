@@ -162,11 +162,29 @@ pub fn run(quick: bool, only: Option<&str>) -> Result<()> {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let moved = bulk.join().unwrap_or(0);
         let b99 = pct(&mut busy, 0.99);
+        // The same measurement through two plain relay hops (a thread per connection,
+        // so nothing is shared but the CPUs): how much of the slowdown is the machine
+        // itself, two cores shared by the bulk writer, the relays and the sink.
+        let two_hop_drain =
+            net::plain_relay(net::plain_relay(drain.clone())?.to_string())?.to_string();
+        let h99 = pct(&mut net::ping_pong(&two_hop_echo, 64, iters / 2)?, 0.99);
+        let (stop, bulk) = net::background_bulk(&two_hop_drain)?;
+        let mut hop_busy = net::ping_pong(&two_hop_echo, 64, iters / 2)?;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let hop_moved = bulk.join().unwrap_or(0);
+        let hb99 = pct(&mut hop_busy, 0.99);
         r.row(
             "64 B probe p99 during bulk on same agent (µs)",
             format!("{b99:.0} (bulk moved {} MiB)", moved >> 20),
-            format!("idle tunnel {t99:.0}"),
-            format!("{:.2}×", b99 / t99),
+            format!(
+                "idle tunnel {t99:.0}; two plain hops idle {h99:.0}, during bulk {hb99:.0} (moved {} MiB)",
+                hop_moved >> 20
+            ),
+            format!(
+                "{:.2}× idle; two plain hops {:.2}× idle",
+                b99 / t99,
+                hb99 / h99
+            ),
             "≤ 2× idle",
         );
     }
