@@ -82,7 +82,12 @@ pub async fn vnc(mut pending: PendingStream, target: Target, ctx: Arc<RelayConte
 }
 
 /// A serial console: IPMI SOL for `ipmi://`, a WebSocket console for `ws(s)://`.
-pub async fn serial(mut pending: PendingStream, target: Target, ctx: Arc<RelayContext>) {
+pub async fn serial(
+    mut pending: PendingStream,
+    target: Target,
+    ctx: Arc<RelayContext>,
+    conn: crate::relay::ConnId,
+) {
     let id = pending.id();
     let auth = pending.take_auth().unwrap_or_default();
     if let Err(f) = bmc::check_auth(&auth) {
@@ -122,12 +127,12 @@ pub async fn serial(mut pending: PendingStream, target: Target, ctx: Arc<RelayCo
             ctx.serial_breaks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(id, tx);
+                .insert((conn, id), tx);
             let res = sol.relay_with_breaks(stream, Some(rx)).await;
             ctx.serial_breaks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+                .remove(&(conn, id));
             match res {
                 Ok(()) => tracing::info!(
                     "stream {id}: SOL console closed after {:.1?}",

@@ -11,7 +11,7 @@ use std::future::poll_fn;
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -46,8 +46,11 @@ pub struct RelayContext {
     /// Signalled (coalesced) when `discovered` changed, so the live connection sends
     /// a fresh inventory report.
     pub inventory_changed: (Sender<()>, Receiver<()>),
-    /// Open IPMI SOL streams by stream id: where a serial break request goes.
-    pub serial_breaks: Mutex<HashMap<u32, Sender<()>>>,
+    /// Open IPMI SOL streams by connection and stream id: where a serial break
+    /// request goes. Stream ids restart with every gateway connection, so the
+    /// connection is part of the key: a SOL stream still winding down on an old
+    /// connection must not take a new connection's entry.
+    pub serial_breaks: Mutex<HashMap<(ConnId, u32), Sender<()>>>,
     /// The join token and its outcome (`JoinResult` requests land here).
     pub join: crate::join::Join,
 }
@@ -67,10 +70,10 @@ impl RelayContext {
         }
     }
 
-    /// Sends a break on the SOL stream `stream_id`.
-    pub fn serial_break(&self, stream_id: u32) -> Result<(), (&'static str, String)> {
+    /// Sends a break on the SOL stream `stream_id` of connection `conn`.
+    pub fn serial_break(&self, conn: ConnId, stream_id: u32) -> Result<(), (&'static str, String)> {
         let breaks = self.serial_breaks.lock().unwrap_or_else(|e| e.into_inner());
-        match breaks.get(&stream_id) {
+        match breaks.get(&(conn, stream_id)) {
             // A full queue already holds a break nobody has sent yet: one is enough.
             Some(tx) => {
                 let _ = tx.try_send(());
@@ -107,6 +110,11 @@ impl RelayContext {
     }
 }
 
+/// Which gateway connection (since the agent started) a stream belongs to.
+pub type ConnId = u64;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
 /// Most BMC requests answered at once; more get `agent_busy` at once instead of piling
 /// up tasks, sockets and BMC sessions.
 pub const MAX_BMC_REQUESTS: usize = 64;
@@ -130,10 +138,11 @@ pub fn inventory(allow: &AllowList) -> InventoryReport {
 /// Answers everything the gateway starts until the connection closes. `addresses`
 /// are the agent's own addresses, for `AgentInfo`.
 pub async fn serve_incoming(tunnel: Tunnel, ctx: Arc<RelayContext>, addresses: Vec<String>) {
+    let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     while let Some(incoming) = tunnel.accept().await {
         match incoming {
             Incoming::Stream(pending) => {
-                crate::rt::spawn(handle_stream(pending, ctx.clone())).detach();
+                crate::rt::spawn(handle_stream(pending, ctx.clone(), conn)).detach();
             }
             Incoming::Request(req) => match req.body {
                 // BMC requests take a while (UDP retransmits, TLS): answer them in
@@ -164,7 +173,7 @@ pub async fn serve_incoming(tunnel: Tunnel, ctx: Arc<RelayContext>, addresses: V
                     .detach();
                 }
                 body => {
-                    let body = answer(body, &ctx, &addresses);
+                    let body = answer(body, &ctx, conn, &addresses);
                     tunnel.reply(req.request_id, body);
                 }
             },
@@ -175,9 +184,14 @@ pub async fn serve_incoming(tunnel: Tunnel, ctx: Arc<RelayContext>, addresses: V
     }
 }
 
-fn answer(body: Option<request::Body>, ctx: &RelayContext, addresses: &[String]) -> reply::Body {
+fn answer(
+    body: Option<request::Body>,
+    ctx: &RelayContext,
+    conn: ConnId,
+    addresses: &[String],
+) -> reply::Body {
     match body {
-        Some(request::Body::SerialBreak(b)) => match ctx.serial_break(b.stream_id) {
+        Some(request::Body::SerialBreak(b)) => match ctx.serial_break(conn, b.stream_id) {
             Ok(()) => reply::Body::SerialBreak(SerialBreakReply {}),
             Err((code, message)) => reply::Body::Error(ErrorReply {
                 code: code.into(),
@@ -252,7 +266,7 @@ fn truncate(s: &str) -> &str {
     &s[..end]
 }
 
-async fn handle_stream(pending: PendingStream, ctx: Arc<RelayContext>) {
+async fn handle_stream(pending: PendingStream, ctx: Arc<RelayContext>, conn: ConnId) {
     let id = pending.id();
     let kind = pending.kind();
     let target = match check_open(kind, pending.target(), &ctx.allow) {
@@ -269,7 +283,7 @@ async fn handle_stream(pending: PendingStream, ctx: Arc<RelayContext>) {
     };
     match kind {
         StreamKind::Vnc => return crate::console::vnc(pending, target, ctx).await,
-        StreamKind::Serial => return crate::console::serial(pending, target, ctx).await,
+        StreamKind::Serial => return crate::console::serial(pending, target, ctx, conn).await,
         _ => {}
     }
     let tcp = match connect_tcp(&target.host, target.port, ctx.connect_timeout).await {
@@ -506,6 +520,7 @@ mod tests {
         match answer(
             Some(request::Body::AgentInfo(pb::AgentInfoRequest {})),
             &ctx,
+            1,
             &addrs,
         ) {
             reply::Body::AgentInfo(info) => {
@@ -514,8 +529,47 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match answer(None, &ctx, &addrs) {
+        match answer(None, &ctx, 1, &addrs) {
             reply::Body::Error(e) => assert_eq!(e.code, "unsupported"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Stream ids restart on every gateway connection: a break for stream 1 of the
+    /// new connection must reach the new connection's console, not an old one still
+    /// winding down, and must not be taken by the old one's removal.
+    #[test]
+    fn serial_breaks_are_per_connection() {
+        let ctx = RelayContext::new(allow(), Duration::from_secs(1));
+        let breaks = |conn, id| {
+            answer(
+                Some(request::Body::SerialBreak(pb::SerialBreakRequest {
+                    stream_id: id,
+                })),
+                &ctx,
+                conn,
+                &[],
+            )
+        };
+        let (old_tx, old_rx) = smol::channel::bounded(1);
+        let (new_tx, new_rx) = smol::channel::bounded(1);
+        ctx.serial_breaks.lock().unwrap().insert((1, 1), old_tx);
+        ctx.serial_breaks.lock().unwrap().insert((2, 1), new_tx);
+        assert!(matches!(breaks(2, 1), reply::Body::SerialBreak(_)));
+        assert!(
+            new_rx.try_recv().is_ok(),
+            "the new connection's console got the break"
+        );
+        assert!(
+            old_rx.try_recv().is_err(),
+            "the old connection's console got nothing"
+        );
+        // The old console ends and removes its own entry only.
+        ctx.serial_breaks.lock().unwrap().remove(&(1, 1));
+        assert!(matches!(breaks(2, 1), reply::Body::SerialBreak(_)));
+        assert!(new_rx.try_recv().is_ok());
+        match breaks(1, 1) {
+            reply::Body::Error(e) => assert_eq!(e.code, "not_found"),
             other => panic!("{other:?}"),
         }
     }
