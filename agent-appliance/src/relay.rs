@@ -29,6 +29,12 @@ use crate::target::{AllowList, Scheme, Target};
 
 /// Buffer per relay direction.
 const RELAY_BUF: usize = 32 * 1024;
+/// Bytes one direction of a relay moves per poll before it lets other tasks run.
+/// The agent runs every task on one thread and smol has no cooperative budget of its
+/// own: a bulk stream with a full receive window and a fast peer would otherwise copy
+/// its whole window (megabytes with a large window) in one poll, while a keystroke on
+/// another stream waits.
+const RELAY_BUDGET: usize = 2 * RELAY_BUF;
 
 /// What stream handling needs, shared by every stream of every connection.
 #[derive(Debug)]
@@ -367,9 +373,14 @@ impl Half {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        let mut moved = 0;
         loop {
             if self.done {
                 return Poll::Ready(Ok(()));
+            }
+            if moved >= RELAY_BUDGET {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             if self.start == self.end && !self.eof {
                 match Pin::new(&mut *r).poll_read(cx, &mut self.buf) {
@@ -390,6 +401,7 @@ impl Half {
                     Poll::Ready(Ok(n)) => {
                         self.start += n;
                         self.total += n as u64;
+                        moved += n;
                     }
                 }
             }

@@ -24,10 +24,15 @@ const READ_CHUNK: usize = 32 * 1024;
 /// How long a closing connection may take to flush its `GoAway`.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Reads per round of the poll loop.
-const READS_PER_POLL: usize = 16;
+const READS_PER_POLL: usize = 8;
 /// Rounds of the poll loop before the driver yields to the executor, so one busy
 /// connection (e.g. a peer flooding heartbeats) cannot starve the thread.
 const ROUNDS_PER_POLL: usize = 32;
+/// Bytes read plus written per poll before the driver yields to the executor. The
+/// stream tasks this connection feeds run on the same executor (on one thread in
+/// the agent): moving a whole bulk window per poll would make a keystroke's stream
+/// wait for it. A few frames' worth keeps the per-poll overhead small.
+const BYTES_PER_POLL: u64 = 256 * 1024;
 
 type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -158,7 +163,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
     /// Encodes queued frames and writes them. Returns true on progress.
     fn poll_writes(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
         let mut progress = false;
+        let mut written = 0u64;
         loop {
+            if written >= BYTES_PER_POLL {
+                // The caller's budget check yields; the rest goes on the next poll.
+                break;
+            }
             if self.write_buf.len() < WRITE_HIGH_WATER {
                 let mut st = self.shared.lock();
                 while self.write_buf.len() < WRITE_HIGH_WATER {
@@ -187,6 +197,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
                 Poll::Ready(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(n) => {
                     progress = true;
+                    written += n as u64;
                     self.write_stalled_since = None;
                     self.shared
                         .stats
@@ -248,9 +259,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
                     .unwrap_or_else(|| ConnError::Closed("driver finished".into())),
             );
         }
+        let moved = |shared: &Shared| {
+            shared.stats.bytes_in.load(Ordering::Relaxed)
+                + shared.stats.bytes_out.load(Ordering::Relaxed)
+        };
+        let moved_before = moved(&this.shared);
         for _ in 0..ROUNDS_PER_POLL {
             if this.closing.is_some() {
                 return this.poll_closing(cx);
+            }
+            if moved(&this.shared) - moved_before >= BYTES_PER_POLL {
+                break;
             }
             let now = Instant::now();
             let deadline = {
