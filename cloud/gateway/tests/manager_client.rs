@@ -84,6 +84,31 @@ fn token() -> Secret {
     Secret::new("obg_test-token".into())
 }
 
+/// The feed's position within a second goes back as `after`, percent-encoded, and
+/// the page's `next_after` comes out.
+#[tokio::test]
+async fn revocations_send_the_after_cursor() {
+    let (url, mut rx) = fake(
+        Some("200 OK"),
+        br#"{"sessions":[{"session_id":"ses_2","user_id":"usr_1","revoked_at":7}],"next_since":7,"next_after":"ses_2"}"#.to_vec(),
+    )
+    .await;
+    let page = client(&url, 5000)
+        .revocations(&token(), 7, Some("ses_1&x=1"))
+        .await
+        .unwrap();
+    assert_eq!(page.next_after.as_deref(), Some("ses_2"));
+    assert_eq!(page.list.next_since, 7);
+    assert_eq!(page.list.sessions.len(), 1);
+    let req = rx.recv().await.unwrap();
+    assert!(
+        req.starts_with(
+            "GET /base/api/v1/gateway/revocations?since=7&after=ses_1%26x%3D1 HTTP/1.1\r\n"
+        ),
+        "{req}"
+    );
+}
+
 #[tokio::test]
 async fn heartbeat_sends_bearer_under_the_base_path() {
     let (url, mut rx) = fake(
@@ -120,7 +145,7 @@ async fn error_bodies_are_parsed_and_401_is_recognised() {
     let body = br#"{"error":{"code":"invalid_token","message":"token unknown"}}"#.to_vec();
     let (url, _rx) = fake(Some("401 Unauthorized"), body).await;
     let err = client(&url, 5000)
-        .revocations(&token(), 5)
+        .revocations(&token(), 5, None)
         .await
         .unwrap_err();
     assert!(err.is_unauthorized(), "{err}");
@@ -137,7 +162,7 @@ async fn error_bodies_are_parsed_and_401_is_recognised() {
     )
     .await;
     let err = client(&url, 5000)
-        .revocations(&token(), 5)
+        .revocations(&token(), 5, None)
         .await
         .unwrap_err();
     assert!(!err.is_unauthorized());

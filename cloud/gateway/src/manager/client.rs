@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use outband_api::ErrorBody;
 use outband_api::gateways::{
-    HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse, RevocationList,
+    HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse, RevocationPage,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -209,8 +209,13 @@ impl ManagerClient {
         &self,
         token: &Secret,
         since: i64,
-    ) -> Result<RevocationList, ClientError> {
-        let path = format!("/api/v1/gateway/revocations?since={since}");
+        after: Option<&str>,
+    ) -> Result<RevocationPage, ClientError> {
+        let mut path = format!("/api/v1/gateway/revocations?since={since}");
+        if let Some(after) = after {
+            path.push_str("&after=");
+            percent_encode(after, &mut path);
+        }
         self.call::<(), _>(Method::GET, &path, Some(token), None)
             .await
     }
@@ -370,4 +375,16 @@ where
         .send_request(req)
         .await
         .map_err(|e| format!("HTTP: {e}"))
+}
+
+/// Appends `s` percent-encoded for a query value (everything but RFC 3986's
+/// unreserved characters).
+fn percent_encode(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
 }

@@ -435,10 +435,14 @@ impl ManagerLink {
 
     async fn poll_revocations(&self, token: &Secret) {
         for _ in 0..MAX_PAGES_PER_TICK {
-            let Some(since) = self.revocations.cursor() else {
+            let Some((since, after)) = self.revocations.query() else {
                 return;
             };
-            match self.client.revocations(token, since).await {
+            match self
+                .client
+                .revocations(token, since, after.as_deref())
+                .await
+            {
                 Ok(page) => {
                     let applied = self.revocations.apply(&page, REVOCATION_PAGE);
                     if applied.added > 0 {

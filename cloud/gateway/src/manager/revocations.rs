@@ -3,12 +3,12 @@
 //! sessions must end (sessions arrive with the next issue; [`Revocations::is_revoked`]
 //! is the hook).
 //!
-//! Sans-IO: pages go in, the next `since` comes out.
+//! Sans-IO: pages go in, the next `since` and `after` come out.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use outband_api::gateways::RevocationList;
+use outband_api::gateways::RevocationPage;
 
 /// Most revoked sessions remembered; the oldest are forgotten first. The manager keeps
 /// ended sessions a day, and an access token lives minutes, so old entries only
@@ -29,6 +29,10 @@ struct Inner {
     /// Unix seconds for the next `since`; `None` until the first heartbeat told the
     /// manager's clock.
     cursor: Option<i64>,
+    /// The manager's `next_after` within the cursor's second: where in that second
+    /// the feed goes on, so a second with more ended sessions than a page still
+    /// moves on. `None` is the start of the second.
+    after: Option<String>,
     /// session id → user id.
     sessions: HashMap<String, String>,
     /// Insertion order, for eviction.
@@ -54,6 +58,12 @@ impl Revocations {
         self.lock().cursor
     }
 
+    /// The `since` and `after` to ask for, or `None` before the cursor is known.
+    pub fn query(&self) -> Option<(i64, Option<String>)> {
+        let g = self.lock();
+        g.cursor.map(|c| (c, g.after.clone()))
+    }
+
     /// Sets the start of the feed if it is not set yet (the manager's `now` from the
     /// first heartbeat: sessions ended before the gateway started cannot matter).
     pub fn start_at(&self, now: i64) {
@@ -63,13 +73,15 @@ impl Revocations {
         }
     }
 
-    /// Adds a page. The cursor only moves forward; entries of the cursor's second may
-    /// repeat (deduped by session id); ids that are empty or too long are skipped.
+    /// Adds a page. The cursor (`since`, `after`) only moves forward; entries at or
+    /// just before it may repeat (deduped by session id); ids that are empty or too
+    /// long are skipped, and so is a `next_after` the manager could not have sent.
     /// `page_limit` is the manager's page size (1000): a page that full means more.
-    pub fn apply(&self, page: &RevocationList, page_limit: usize) -> Applied {
+    pub fn apply(&self, page: &RevocationPage, page_limit: usize) -> Applied {
         let mut g = self.lock();
         let mut added = 0;
-        for s in &page.sessions {
+        let list = &page.list;
+        for s in &list.sessions {
             let ok = |id: &str| !id.is_empty() && id.len() <= MAX_ID;
             if !ok(&s.session_id) || !ok(&s.user_id) || g.sessions.contains_key(&s.session_id) {
                 continue;
@@ -83,15 +95,31 @@ impl Revocations {
                 }
             }
         }
-        let cursor = g.cursor.map_or(page.next_since, |c| c.max(page.next_since));
-        let moved = g.cursor != Some(cursor);
-        g.cursor = Some(cursor);
+        let next_after = page.next_after.as_ref().filter(|a| {
+            !a.is_empty() && a.len() <= MAX_ID && a.bytes().all(|b| b.is_ascii_graphic())
+        });
+        let before = (g.cursor, g.after.clone());
+        match g.cursor {
+            Some(c) if list.next_since < c => {}
+            Some(c) if list.next_since == c => {
+                // Within one second the manager's position only moves forward; an
+                // absent one means it listed nothing settled past ours.
+                if let Some(a) = next_after {
+                    g.after = Some(a.clone());
+                }
+            }
+            _ => {
+                g.cursor = Some(list.next_since);
+                g.after = next_after.cloned();
+            }
+        }
+        let moved = before != (g.cursor, g.after.clone());
         Applied {
             added,
-            // A full page whose cursor did not move would be fetched forever: the
-            // manager has more than a page of revocations in one second. Wait for the
-            // next tick instead.
-            more: page.sessions.len() >= page_limit && moved,
+            // A full page whose cursor did not move would be fetched forever (a
+            // manager without `after` with more than a page of revocations in one
+            // second). Wait for the next tick instead.
+            more: list.sessions.len() >= page_limit && moved,
         }
     }
 
@@ -113,22 +141,64 @@ impl Revocations {
 
 #[cfg(test)]
 mod tests {
-    use outband_api::gateways::RevokedSession;
+    use outband_api::gateways::{RevocationList, RevokedSession};
 
     use super::*;
 
-    fn page(entries: &[(&str, i64)], next_since: i64) -> RevocationList {
-        RevocationList {
-            sessions: entries
-                .iter()
-                .map(|(id, at)| RevokedSession {
-                    session_id: (*id).into(),
-                    user_id: "usr_1".into(),
-                    revoked_at: *at,
-                })
-                .collect(),
-            next_since,
+    fn page(entries: &[(&str, i64)], next_since: i64) -> RevocationPage {
+        paged(entries, next_since, None)
+    }
+
+    fn paged(entries: &[(&str, i64)], next_since: i64, next_after: Option<&str>) -> RevocationPage {
+        RevocationPage {
+            list: RevocationList {
+                sessions: entries
+                    .iter()
+                    .map(|(id, at)| RevokedSession {
+                        session_id: (*id).into(),
+                        user_id: "usr_1".into(),
+                        revoked_at: *at,
+                    })
+                    .collect(),
+                next_since,
+            },
+            next_after: next_after.map(Into::into),
         }
+    }
+
+    /// A second with more ended sessions than a page: the manager's `next_after`
+    /// moves the cursor within the second, so every page is new and the feed goes on.
+    #[test]
+    fn after_cursor_moves_within_a_second() {
+        let r = Revocations::default();
+        r.start_at(100);
+        assert_eq!(r.query(), Some((100, None)));
+        let a = r.apply(&paged(&[("s1", 100), ("s2", 100)], 100, Some("s2")), 2);
+        assert!(a.more, "a full page that moved the cursor asks for more");
+        assert_eq!(r.query(), Some((100, Some("s2".into()))));
+        let a = r.apply(&paged(&[("s3", 100), ("s4", 100)], 100, Some("s4")), 2);
+        assert_eq!(
+            a,
+            Applied {
+                added: 2,
+                more: true
+            }
+        );
+        // Nothing settled past ours: the manager sends our position back or none.
+        let a = r.apply(&paged(&[("s4", 100)], 100, None), 2);
+        assert!(!a.more);
+        assert_eq!(r.query(), Some((100, Some("s4".into()))));
+        // A later second starts at its beginning unless the manager says where.
+        r.apply(&paged(&[("s5", 101)], 101, None), 2);
+        assert_eq!(r.query(), Some((101, None)));
+        r.apply(&paged(&[("s6", 102)], 102, Some("s6")), 2);
+        assert_eq!(r.query(), Some((102, Some("s6".into()))));
+        // An older second or a hostile position never moves it.
+        r.apply(&paged(&[], 101, Some("s9")), 2);
+        r.apply(&paged(&[], 102, Some("bad after")), 2);
+        r.apply(&paged(&[], 102, Some(&"x".repeat(200))), 2);
+        assert_eq!(r.query(), Some((102, Some("s6".into()))));
+        assert_eq!(r.len(), 6);
     }
 
     #[test]
