@@ -118,8 +118,8 @@ outband is running.
   operator page:  http://$GW_HTTP/          (connected agents; JSON at /api/v1/agents)
   metrics:        http://$GW_HTTP/metrics
   manager API:    http://$MGR_HTTP/api/v1/openapi.json  (first start prints the
-                  admin@localhost one-time password to $RUN/manager.log; the
-                  manager is not yet wired to the gateway)
+                  admin@localhost one-time password to $RUN/manager.log; in this
+                  demo the gateway runs standalone, not registered with the manager)
   VNC console:    point any VNC viewer at ${vnc_relay} (no password: the agent
                   logs in to the BMC's VNC server itself, through its outbound tunnel)
   serial console: socat -,raw,echo=0 TCP:${sol_relay}   (IPMI SOL: QEMU's serial port
