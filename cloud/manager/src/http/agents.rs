@@ -145,7 +145,18 @@ pub async fn lookup(
     check_code(&req.pairing_code)?;
     let now = m.clock.now();
     let key = format!("lookup:{}", user.user.id);
-    let locked_until = m.store.throttle_locked_until(&key).await?;
+    // Reserved before the lookup (as logins are), so concurrent lookups cannot all
+    // pass a "not locked yet" check; a lookup that finds something gives it back.
+    let locked_until = m
+        .store
+        .throttle_reserve(
+            &key,
+            now,
+            LOOKUP_WINDOW_SECS,
+            LOOKUP_MISS_LIMIT,
+            LOOKUP_WINDOW_SECS,
+        )
+        .await?;
     if locked_until > now {
         m.audit(NewAudit {
             outcome: "failure",
@@ -161,16 +172,8 @@ pub async fn lookup(
         });
     }
     let agents = m.store.pending_agents_by_code(&req.pairing_code).await?;
-    if agents.is_empty() {
-        m.store
-            .throttle_record_failure(
-                &key,
-                now,
-                LOOKUP_WINDOW_SECS,
-                LOOKUP_MISS_LIMIT,
-                LOOKUP_WINDOW_SECS,
-            )
-            .await?;
+    if !agents.is_empty() {
+        m.store.throttle_refund(&key).await?;
     }
     m.audit(user.audit(
         "agent_lookup",

@@ -11,59 +11,6 @@ use sqlx::Row;
 use super::{Store, StoreError};
 
 impl Store {
-    /// Unix second until which `key` is locked (0 when never locked).
-    pub async fn throttle_locked_until(&self, key: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT locked_until FROM login_throttle WHERE key = $1")
-            .bind(key)
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(match row {
-            Some(row) => row.try_get("locked_until")?,
-            None => 0,
-        })
-    }
-
-    /// Counts one failure for `key`; locks it until `now + lockout` when this failure
-    /// reaches `limit` within `window` seconds. Returns whether it is now locked.
-    pub async fn throttle_record_failure(
-        &self,
-        key: &str,
-        now: i64,
-        window: i64,
-        limit: i64,
-        lockout: i64,
-    ) -> Result<bool, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO login_throttle (key, failures, window_start, locked_until) \
-             VALUES ($1, 1, $2, 0) \
-             ON CONFLICT (key) DO UPDATE SET \
-               failures = CASE WHEN login_throttle.window_start <= $3 THEN 1 \
-                               ELSE login_throttle.failures + 1 END, \
-               window_start = CASE WHEN login_throttle.window_start <= $3 THEN $2 \
-                                   ELSE login_throttle.window_start END \
-             RETURNING failures",
-        )
-        .bind(key)
-        .bind(now)
-        .bind(now - window)
-        .fetch_one(self.pool())
-        .await?;
-        let failures: i64 = row.try_get("failures")?;
-        if failures < limit {
-            return Ok(false);
-        }
-        sqlx::query(
-            "UPDATE login_throttle SET locked_until = $1, failures = 0, window_start = $2 \
-             WHERE key = $3",
-        )
-        .bind(now + lockout)
-        .bind(now)
-        .bind(key)
-        .execute(self.pool())
-        .await?;
-        Ok(true)
-    }
-
     /// Reserves one attempt for `key` before the expensive check, in one statement, so
     /// concurrent requests (on any replica) cannot all pass a "not locked yet" check:
     /// the attempt counts as a failure until [`Store::throttle_refund`] or
