@@ -5,8 +5,9 @@
 //! `block_on`. Every socket event then crossed threads (a futex wake and a context
 //! switch) before the task that wanted it ran: on the tunnel's path that is one hop
 //! per readiness, per direction. The agent's work is small (a few relays, TLS to one
-//! gateway), so one thread that both polls the reactor and runs the tasks is faster
-//! and smaller. Blocking work (the Redfish client) still goes to `smol::unblock`.
+//! gateway), so one thread that both polls the reactor and runs the tasks avoids
+//! that hop and one thread's stack (latency A/B runs on the 2-core VM were within its
+//! noise; see docs/benchmarks.md). Blocking work (the Redfish client) still goes to `smol::unblock`.
 //!
 //! Use [`spawn`] for agent tasks and [`block_on`] to drive them (the binary's `main`,
 //! and tests that run agent code).
