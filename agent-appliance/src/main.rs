@@ -8,6 +8,8 @@ use outband_agent::connect::Agent;
 use outband_agent::identity::Identity;
 use outband_agent::{log, tls};
 
+mod memory;
+
 /// musl's allocator returns large blocks to the kernel on every free, so a busy
 /// tunnel spent most of its time in page faults and TLB shootdowns (1.9 vs 3.3
 /// Gbit/s against the glibc build); mimalloc keeps the static agent as fast as a
@@ -62,6 +64,7 @@ fn run(action: Action) -> anyhow::Result<()> {
     );
     let tls = tls::client_config(&config.trust, &identity).context("setting up TLS")?;
     let agent = Agent::new(config, identity, tls);
+    let _collector = outband_agent::rt::spawn(memory::collect_periodically());
     // The dial loop only ends with the process.
     outband_agent::rt::block_on(agent.run());
     Ok(())

@@ -95,7 +95,7 @@ pub(crate) fn cargo_build(profile_dir: &Path, packages: &[&str]) -> anyhow::Resu
         target_dir = parent;
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let manifest = workspace_root().join("Cargo.toml");
     let mut cmd = Command::new(cargo);
     without_run_env(&mut cmd);
     cmd.arg("build")
@@ -140,4 +140,22 @@ pub fn without_run_env(cmd: &mut Command) {
             cmd.env_remove(key);
         }
     }
+}
+
+/// The workspace's root directory.
+///
+/// Taken from `CARGO_MANIFEST_DIR` at run time (cargo sets it for `cargo run`, tests
+/// and xtask; every caller's package sits one level below the root) before the
+/// compile-time value: builds share one `CARGO_TARGET_DIR` across clones, and cargo
+/// does not rebuild a binary whose sources are older than it, so the compile-time
+/// path may name another clone, long deleted.
+pub fn workspace_root() -> PathBuf {
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([compiled.to_path_buf()])
+        .filter_map(|dir| dir.parent().map(Path::to_path_buf))
+        .find(|root| root.join("Cargo.toml").is_file())
+        .unwrap_or_else(|| compiled.join(".."))
 }

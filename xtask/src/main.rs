@@ -38,10 +38,7 @@ fn main() -> Result<()> {
 
 /// The workspace root.
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace")
-        .to_path_buf()
+    outband_e2e::bins::workspace_root()
 }
 
 /// The cargo target directory (honours CARGO_TARGET_DIR).

@@ -116,19 +116,44 @@ pub fn run(quick: bool, only: Option<&str>) -> Result<()> {
     let mut idle99 = None;
     if want("pingpong") {
         let mut d64 = net::ping_pong(&echo, 64, iters)?;
+        let mut h64 = net::ping_pong(&two_hop_echo, 64, iters)?;
+        let cpu_before = (agent.cpu_ns()?, gateway.cpu_ns()?);
         let mut t64 = net::ping_pong(&echo_relay, 64, iters)?;
-        let (d50, d99, t50, t99) = (
+        let cpu_after = (agent.cpu_ns()?, gateway.cpu_ns()?);
+        let (d50, d99, h50, t50, t99) = (
             pct(&mut d64, 0.5),
             pct(&mut d64, 0.99),
+            pct(&mut h64, 0.5),
             pct(&mut t64, 0.5),
             pct(&mut t64, 0.99),
         );
         r.row(
             "64 B ping-pong p50 / p99 (µs)",
             format!("{t50:.0} / {t99:.0}"),
-            format!("{d50:.0} / {d99:.0}"),
-            format!("+{:.0} / +{:.0} µs", t50 - d50, t99 - d99),
+            format!("direct {d50:.0} / {d99:.0}; two plain hops p50 {h50:.0}"),
+            format!(
+                "+{:.0} / +{:.0} µs; two plain hops add {:.0} µs p50",
+                t50 - d50,
+                t99 - d99,
+                h50 - d50
+            ),
             "added p50 ≤ 50 µs, p99 ≤ 500 µs",
+        );
+        // Where a round trip's time goes: CPU the two ends spent per round trip (the
+        // warm-up round trips included), against the wall-clock round trip.
+        let round_trips = (iters + (iters / 10).max(10)) as f64;
+        let per_rt =
+            |before: u64, after: u64| after.saturating_sub(before) as f64 / 1e3 / round_trips;
+        r.row(
+            "CPU per 64 B round trip (µs): agent / gateway",
+            format!(
+                "{:.1} / {:.1}",
+                per_rt(cpu_before.0, cpu_after.0),
+                per_rt(cpu_before.1, cpu_after.1)
+            ),
+            format!("round trip p50 {t50:.0}"),
+            "-".into(),
+            "-",
         );
         idle99 = Some(t99);
     }
@@ -206,7 +231,9 @@ pub fn run(quick: bool, only: Option<&str>) -> Result<()> {
 
     // Agent memory when idle, then exec → first relayed byte.
     if want("agent") {
-        std::thread::sleep(Duration::from_millis(500));
+        // Idle means idle for a while: the agent gives emptied heap pages back every
+        // second (`memory.rs`), so wait for two of its collections.
+        std::thread::sleep(Duration::from_millis(2500));
         let agent_rss = agent.rss_kib()?;
         r.row(
             "agent idle RSS (KiB): connected / after this whole run",

@@ -53,6 +53,31 @@ impl Proc {
     pub fn rss_kib(&self) -> Result<u64> {
         rss_kib(self.pid())
     }
+
+    /// CPU time used so far by all the process's threads, in nanoseconds.
+    pub fn cpu_ns(&self) -> Result<u64> {
+        cpu_ns(self.pid())
+    }
+}
+
+/// CPU time of all a process's live threads in nanoseconds: the first field of each
+/// `/proc/PID/task/TID/schedstat` (time on CPU, at scheduler precision rather than
+/// the 10 ms ticks of `/proc/PID/stat`).
+pub fn cpu_ns(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        // A thread that just exited has no schedstat any more.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        total += text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .with_context(|| format!("unreadable {}", path.display()))?;
+    }
+    Ok(total)
 }
 
 impl Drop for Proc {
