@@ -17,7 +17,7 @@ use outband_proto::codec::{DEFAULT_MAX_FRAME_LEN, FrameDecoder};
 use outband_proto::mux::{ConnError, Mux, MuxConfig, Role};
 use outband_proto::pb::{self, frame};
 use outband_proto::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, handshake};
-use outband_tunnel::{FrameIoError, Timer, Tunnel};
+use outband_tunnel::{FrameIoError, ReadAhead, Timer, Tunnel};
 use rustls::ClientConfig;
 use smol::net::TcpStream;
 
@@ -72,7 +72,7 @@ pub enum ConnectError {
 #[derive(Debug)]
 pub struct Session {
     /// The TLS transport, positioned after the `HelloAck`.
-    pub io: TlsStream<TcpStream>,
+    pub io: TlsStream<ReadAhead<TcpStream>>,
     /// The gateway's answer.
     pub ack: pb::HelloAck,
     /// The agent's local address on this connection.
@@ -169,7 +169,8 @@ impl Agent {
         let local_addr = tcp.local_addr().ok();
         outband_tunnel::tune_tunnel_socket(socket2::SockRef::from(&tcp));
         let connector = TlsConnector::from(self.tls.clone());
-        let handshake = connector.connect(self.config.server_name.clone(), tcp);
+        // Read-ahead under TLS: rustls reads 4 KiB at a time (see `ReadAhead`).
+        let handshake = connector.connect(self.config.server_name.clone(), ReadAhead::new(tcp));
         let mut io = with_timeout(handshake, timeout)
             .await
             .unwrap_or_else(|| {
@@ -189,7 +190,10 @@ impl Agent {
         })
     }
 
-    async fn hello(&self, io: &mut TlsStream<TcpStream>) -> Result<pb::HelloAck, ConnectError> {
+    async fn hello(
+        &self,
+        io: &mut TlsStream<ReadAhead<TcpStream>>,
+    ) -> Result<pb::HelloAck, ConnectError> {
         let mut caps = vec![
             handshake::CAP_TCP_RELAY,
             handshake::CAP_VNC_CONSOLE,

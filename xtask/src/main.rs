@@ -4,6 +4,8 @@
 //!   and aarch64 musl; `--check-size` fails if the x86_64 binary exceeds its budget.
 //! - `cargo xtask bench [--quick]`: tunnel benchmarks against baselines measured in
 //!   the same run (see docs/benchmarks.md).
+//! - `cargo xtask bench-ab DIR_A DIR_B [--rounds N]`: two builds of the gateway and
+//!   agent run side by side and measured in alternation (A/B on a noisy machine).
 //! - `cargo xtask bench-bmc [--quick]`: the BMC protocols against ipmitool and direct
 //!   connections on the same simulators (see docs/benchmarks.md).
 
@@ -27,9 +29,21 @@ fn main() -> Result<()> {
                 .map(|w| w[1].as_str()),
         ),
         Some("bench-bmc") => bench_bmc::run(flag("--quick")),
+        Some("bench-ab") => match (args.get(1), args.get(2)) {
+            (Some(a), Some(b)) => {
+                let rounds = match args.windows(2).find(|w| w[0] == "--rounds") {
+                    Some(w) => w[1]
+                        .parse()
+                        .with_context(|| format!("--rounds {:?}: not a number", w[1]))?,
+                    None => 10,
+                };
+                bench::ab::run(a.as_ref(), b.as_ref(), rounds)
+            }
+            _ => bail!("usage: cargo xtask bench-ab DIR_A DIR_B [--rounds N]"),
+        },
         _ => {
             eprintln!(
-                "usage: cargo xtask dist [--check-size] | bench [--quick] [--only SECTION,...] | bench-bmc [--quick]"
+                "usage: cargo xtask dist [--check-size] | bench [--quick] [--only SECTION,...] | bench-ab DIR_A DIR_B [--rounds N] | bench-bmc [--quick]"
             );
             bail!("unknown or missing subcommand")
         }

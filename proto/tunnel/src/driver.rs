@@ -1,12 +1,13 @@
 //! The connection driver: one future per connection that moves frames between the
 //! transport and the multiplexer and ticks its clock.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -18,8 +19,8 @@ use crate::{Shared, Timer};
 
 /// Write buffer high-water mark: frames are encoded until this much is pending.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
-/// Bytes read from the transport per read call. The read buffer lives on the stack
-/// of the poll, so an idle connection holds no read buffer at all.
+/// Bytes read from the transport per read call, into a buffer per thread
+/// ([`READ_BUF`]), so an idle connection holds no read buffer at all.
 const READ_CHUNK: usize = 32 * 1024;
 /// How long a closing connection may take to flush its `GoAway`.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -36,6 +37,58 @@ const BYTES_PER_POLL: u64 = 256 * 1024;
 
 type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+thread_local! {
+    /// The read buffer of every connection this thread drives. A buffer in each
+    /// driver would cost every idle agent connection 32 KiB at the gateway; one on the
+    /// stack of each poll had to be zeroed on every poll (32 KiB of `memset` per
+    /// wake-up, a few percent of a small round trip's CPU).
+    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// Runs `f` with this thread's read buffer.
+fn with_read_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        // Re-entered: a transport whose read drives another connection. Give the
+        // inner one a buffer of its own.
+        Err(_) => f(&mut vec![0; READ_CHUNK]),
+    })
+}
+
+/// The waker the transport's reads get: it notes that the transport may be readable
+/// again, then wakes the driver's task. The driver is also woken for other reasons
+/// (a stream wrote, a window opened); on those wake-ups it does not try a read that
+/// it knows would find nothing (on the agent every such try is a `recvfrom` and an
+/// `epoll_ctl`).
+#[derive(Debug, Default)]
+struct ReadWake {
+    ready: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl ReadWake {
+    fn set_task(&self, waker: &Waker) {
+        let mut task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if !task.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *task = Some(waker.clone());
+        }
+    }
+}
+
+impl Wake for ReadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.store(true, Ordering::Release);
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = task.as_ref() {
+            w.wake_by_ref();
+        }
+    }
+}
+
 /// Drives one connection. Completes with the reason the connection ended.
 pub struct Driver<IO> {
     io: IO,
@@ -50,6 +103,10 @@ pub struct Driver<IO> {
     finished: bool,
     /// Since when the transport has refused every byte we had to write.
     write_stalled_since: Option<Instant>,
+    /// The last read found nothing (the transport holds `read_wake`'s waker).
+    read_blocked: bool,
+    read_wake: Arc<ReadWake>,
+    read_waker: Waker,
 }
 
 impl<IO> std::fmt::Debug for Driver<IO> {
@@ -67,6 +124,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
         timer: Box<dyn Timer>,
         max_frame: usize,
     ) -> Self {
+        let read_wake = Arc::new(ReadWake::default());
         Self {
             io,
             shared,
@@ -78,6 +136,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
             closing: None,
             finished: false,
             write_stalled_since: None,
+            read_blocked: false,
+            read_waker: Waker::from(read_wake.clone()),
+            read_wake,
         }
     }
 
@@ -105,13 +166,28 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Driver<IO> {
         res
     }
 
-    /// Reads what is available and feeds the multiplexer. Returns true on progress.
+    /// Reads what is available and feeds the multiplexer. Skips the read if the last
+    /// one found nothing and the transport has not woken us since.
     fn poll_reads(&mut self, cx: &mut Context<'_>) -> bool {
+        self.read_wake.set_task(cx.waker());
+        if self.read_blocked && !self.read_wake.ready.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        self.read_wake.ready.store(false, Ordering::Release);
+        self.read_blocked = false;
+        with_read_buf(|read_buf| self.poll_reads_into(read_buf))
+    }
+
+    fn poll_reads_into(&mut self, read_buf: &mut [u8]) -> bool {
         let mut progress = false;
-        let mut read_buf = [0u8; READ_CHUNK];
+        let waker = self.read_waker.clone();
+        let mut cx = Context::from_waker(&waker);
         for _ in 0..READS_PER_POLL {
-            match Pin::new(&mut self.io).poll_read(cx, &mut read_buf) {
-                Poll::Pending => break,
+            match Pin::new(&mut self.io).poll_read(&mut cx, read_buf) {
+                Poll::Pending => {
+                    self.read_blocked = true;
+                    break;
+                }
                 Poll::Ready(Ok(0)) => {
                     let reason = match self.decoder.finish() {
                         Ok(()) => "peer closed the connection".to_owned(),

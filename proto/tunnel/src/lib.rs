@@ -12,6 +12,7 @@
 
 mod driver;
 mod frames;
+mod read_ahead;
 mod socket;
 mod stream;
 
@@ -29,6 +30,7 @@ use outband_proto::pb::{self, CloseCode, InventoryReport, RefuseCode, StreamKind
 
 pub use driver::Driver;
 pub use frames::{FrameIoError, read_frame, write_frame};
+pub use read_ahead::{READ_AHEAD, ReadAhead, ReadAheadBuf};
 pub use socket::{NOTSENT_LOWAT, tune_tunnel_socket};
 pub use stream::Stream;
 

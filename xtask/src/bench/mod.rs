@@ -5,6 +5,7 @@
 //! straight to the target; one direct rustls TLS connection. Figures are printed as
 //! a table; ratios matter, absolute numbers depend on the machine.
 
+pub mod ab;
 mod net;
 mod procs;
 mod swarm;

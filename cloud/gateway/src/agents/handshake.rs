@@ -15,10 +15,11 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 use super::AgentSettings;
+use super::read_ahead::ReadAhead;
 use crate::metrics::HandshakeResult;
 
 /// The agent transport as `futures-io`, as `outband-tunnel` wants it.
-pub type AgentIo = Compat<TlsStream<TcpStream>>;
+pub type AgentIo = Compat<TlsStream<ReadAhead>>;
 
 /// A connection that completed TLS and the hello exchange.
 #[derive(Debug)]
@@ -83,7 +84,10 @@ pub async fn accept(
     peer: SocketAddr,
     settings: &AgentSettings,
 ) -> Result<Established, Rejection> {
-    let tls = acceptor.accept(tcp).await.map_err(tls_rejection)?;
+    let tls = acceptor
+        .accept(ReadAhead::new(tcp))
+        .await
+        .map_err(tls_rejection)?;
     let spki = {
         let (_, conn) = tls.get_ref();
         let cert = conn

@@ -7,6 +7,7 @@
 
 pub mod connection;
 pub mod handshake;
+pub mod read_ahead;
 pub mod verifier;
 
 use std::collections::HashMap;
