@@ -1,7 +1,7 @@
 //! The connection driver: one future per connection that moves frames between the
 //! transport and the multiplexer and ticks its clock.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -42,17 +42,41 @@ thread_local! {
     /// driver would cost every idle agent connection 32 KiB at the gateway; one on the
     /// stack of each poll had to be zeroed on every poll (32 KiB of `memset` per
     /// wake-up, a few percent of a small round trip's CPU).
-    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+    /// Allocated at the first read, freed when the thread has read nothing for a
+    /// while ([`release_idle_buffers`]).
+    static READ_BUF: RefCell<Option<Box<[u8]>>> = const { RefCell::new(None) };
+    static READ_BUF_USED: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// Runs `f` with this thread's read buffer.
 fn with_read_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUF_USED.with(|t| t.set(Some(Instant::now())));
     READ_BUF.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => f(&mut buf),
+        Ok(mut buf) => f(buf.get_or_insert_with(|| vec![0; READ_CHUNK].into_boxed_slice())),
         // Re-entered: a transport whose read drives another connection. Give the
         // inner one a buffer of its own.
         Err(_) => f(&mut vec![0; READ_CHUNK]),
     })
+}
+
+/// A thread that read nothing for this long frees its read buffers (96 KiB): an idle
+/// agent gives them back, a gateway thread serving busy agents keeps them.
+const BUFFERS_IDLE: Duration = Duration::from_millis(100);
+
+/// Frees this thread's read buffers if no connection used them for [`BUFFERS_IDLE`].
+fn release_idle_buffers(now: Instant) {
+    let idle = READ_BUF_USED.with(|t| {
+        t.get()
+            .is_none_or(|at| now.saturating_duration_since(at) >= BUFFERS_IDLE)
+    });
+    if idle {
+        READ_BUF.with(|cell| {
+            if let Ok(mut buf) = cell.try_borrow_mut() {
+                *buf = None;
+            }
+        });
+    }
+    crate::read_ahead::release_idle_spare(now, BUFFERS_IDLE);
 }
 
 /// The waker the transport's reads get: it notes that the transport may be readable
@@ -361,6 +385,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
                     // A timer tick (heartbeat interval): free buffers that sit empty,
                     // so idle connections hold none while busy ones keep reusing theirs.
                     this.decoder.shrink_if_empty();
+                    release_idle_buffers(now);
                     // A peer that keeps sending (so it never looks silent) but reads
                     // nothing would hold this connection and its streams forever.
                     let cfg = st.mux.config();

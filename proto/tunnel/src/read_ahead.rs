@@ -19,6 +19,7 @@ use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_io::{AsyncRead, AsyncWrite};
 
@@ -29,12 +30,27 @@ thread_local! {
     /// One buffer per thread, lent to whichever connection reads next. Zeroed once,
     /// when the thread first reads, not on every read.
     static SPARE: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
+    /// When a read last borrowed this thread's spare.
+    static LAST_LENT: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 fn take_spare() -> Box<[u8]> {
+    LAST_LENT.with(|t| t.set(Some(Instant::now())));
     SPARE
         .with(Cell::take)
         .unwrap_or_else(|| vec![0; READ_AHEAD].into_boxed_slice())
+}
+
+/// Frees this thread's spare buffer if no read borrowed it for `idle`: a thread that
+/// drives busy connections keeps it, an idle agent gives its 64 KiB back.
+pub(crate) fn release_idle_spare(now: Instant, idle: Duration) {
+    let unused = LAST_LENT.with(|t| {
+        t.get()
+            .is_none_or(|at| now.saturating_duration_since(at) >= idle)
+    });
+    if unused {
+        drop(SPARE.with(Cell::take));
+    }
 }
 
 fn put_spare(buf: Box<[u8]>) {
@@ -171,6 +187,31 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for ReadAhead<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn has_spare() -> bool {
+        SPARE.with(|s| {
+            let b = s.take();
+            let some = b.is_some();
+            s.set(b);
+            some
+        })
+    }
+
+    #[test]
+    fn an_idle_threads_spare_is_freed_a_busy_ones_kept() {
+        let mut ahead = ReadAheadBuf::default();
+        let mut out = [0u8; 16];
+        let r = ahead.poll_read_with(&mut out, |b| Poll::Ready(Ok(b.len().min(16))));
+        assert!(matches!(r, Poll::Ready(Ok(16))));
+        assert!(has_spare(), "handed back after the read");
+        release_idle_spare(Instant::now(), Duration::from_secs(60));
+        assert!(has_spare(), "used just now: kept");
+        release_idle_spare(
+            Instant::now() + Duration::from_secs(61),
+            Duration::from_secs(60),
+        );
+        assert!(!has_spare(), "idle: freed");
+    }
 
     /// A transport that hands out its bytes in the read sizes it is asked for, and
     /// counts reads.
