@@ -301,6 +301,22 @@ impl Mux {
         &self.cfg
     }
 
+    /// Gives back the memory of tables and queues that grew for a burst of streams
+    /// or frames and are mostly empty now (call it now and then, e.g. on a
+    /// heartbeat tick, not per frame).
+    pub fn shrink_idle(&mut self) {
+        shrink_map(&mut self.streams);
+        if self.in_ready.capacity() > slack(self.in_ready.len()) {
+            self.in_ready.shrink_to(2 * self.in_ready.len());
+        }
+        shrink_deque(&mut self.ready);
+        shrink_deque(&mut self.control);
+        shrink_deque(&mut self.events);
+        for s in self.streams.values_mut() {
+            shrink_deque(&mut s.send_queue);
+        }
+    }
+
     /// Number of streams that hold an id (open, opening or closing).
     pub fn stream_count(&self) -> usize {
         self.streams.len()
@@ -1006,6 +1022,27 @@ impl Mux {
         for id in expired {
             self.remove_stream(id);
         }
+    }
+}
+
+/// Capacity above which a collection of `len` items is shrunk: a table or queue keeps
+/// room for twice what it holds (at least 8), so a steady load does not shrink and
+/// grow it over and over.
+pub fn slack(len: usize) -> usize {
+    4 * len.max(8)
+}
+
+/// Shrinks `map` to twice its length if it holds far less than its capacity.
+pub fn shrink_map<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > slack(map.len()) {
+        map.shrink_to(2 * map.len());
+    }
+}
+
+/// Shrinks `q` to twice its length if it holds far less than its capacity.
+pub fn shrink_deque<T>(q: &mut VecDeque<T>) {
+    if q.capacity() > slack(q.len()) {
+        q.shrink_to(2 * q.len());
     }
 }
 

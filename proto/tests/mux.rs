@@ -865,3 +865,56 @@ fn a_close_the_peer_never_acknowledges_is_forgotten() {
     )
     .unwrap();
 }
+
+// ---------------------------------------------------------------- memory
+
+#[test]
+fn tables_and_queues_shrink_only_when_mostly_empty() {
+    use outband_proto::mux::{shrink_deque, shrink_map, slack};
+    use std::collections::{HashMap, VecDeque};
+
+    let mut map: HashMap<u32, [u8; 64]> = (0..1000).map(|i| (i, [0; 64])).collect();
+    map.retain(|k, _| *k < 10);
+    let grown = map.capacity();
+    assert!(grown >= 1000);
+    shrink_map(&mut map);
+    assert!(
+        map.capacity() < grown && map.capacity() >= 10,
+        "{}",
+        map.capacity()
+    );
+    assert_eq!(map.len(), 10, "nothing lost");
+    // A table in use keeps its room.
+    let mut busy: HashMap<u32, u8> = (0..100).map(|i| (i, 0)).collect();
+    let cap = busy.capacity();
+    shrink_map(&mut busy);
+    assert_eq!(busy.capacity(), cap);
+
+    let mut q: VecDeque<u64> = (0..4096).collect();
+    q.drain(..4090);
+    shrink_deque(&mut q);
+    assert!(q.capacity() <= slack(q.len()), "{}", q.capacity());
+    assert_eq!(
+        q.iter().copied().collect::<Vec<_>>(),
+        (4090..4096).collect::<Vec<_>>()
+    );
+    let mut empty: VecDeque<u64> = VecDeque::with_capacity(1024);
+    shrink_deque(&mut empty);
+    assert_eq!(empty.capacity(), 0, "an empty queue gives back everything");
+}
+
+#[test]
+fn shrink_idle_keeps_live_streams_working() {
+    let mut p = Pair::new();
+    let ids: Vec<u32> = (0..15).map(|_| p.open_accepted(Side::Gw)).collect();
+    for id in &ids[1..] {
+        p.gw.mux.close(*id, CloseCode::Cancelled, "burst over");
+    }
+    p.drive();
+    p.gw.mux.shrink_idle();
+    p.ag.mux.shrink_idle();
+    assert_eq!(p.gw.mux.stream_count(), 1);
+    assert_eq!(p.gw.mux.send(ids[0], b"still here").unwrap(), 10);
+    p.drive();
+    assert_eq!(p.read_all(Side::Ag, ids[0]), b"still here");
+}

@@ -386,6 +386,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Future for Driver<IO> {
                     // so idle connections hold none while busy ones keep reusing theirs.
                     this.decoder.shrink_if_empty();
                     release_idle_buffers(now);
+                    st.shrink_idle();
                     // A peer that keeps sending (so it never looks silent) but reads
                     // nothing would hold this connection and its streams forever.
                     let cfg = st.mux.config();

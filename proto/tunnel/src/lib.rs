@@ -237,6 +237,25 @@ impl State {
         }
     }
 
+    /// Gives back memory that a burst of streams or frames left in tables and queues.
+    fn shrink_idle(&mut self) {
+        use outband_proto::mux::{shrink_deque, shrink_map};
+        self.mux.shrink_idle();
+        shrink_map(&mut self.streams);
+        shrink_map(&mut self.opening);
+        shrink_map(&mut self.replies);
+        shrink_deque(&mut self.incoming);
+        for s in self.streams.values_mut() {
+            shrink_deque(&mut s.chunks);
+            if s.small.is_empty() && s.small.capacity() > 0 {
+                s.small = BytesMut::new();
+            }
+        }
+        if self.closed_wakers.capacity() > outband_proto::mux::slack(self.closed_wakers.len()) {
+            self.closed_wakers.shrink_to(2 * self.closed_wakers.len());
+        }
+    }
+
     /// Queues a request or report for [`Tunnel::accept`]; fails the connection if
     /// the peer sends them much faster than they are taken.
     fn push_incoming(&mut self, inc: Incoming) {
