@@ -27,7 +27,8 @@ use smol::net::TcpStream;
 
 use crate::target::{AllowList, Scheme, Target};
 
-/// Buffer per relay direction.
+/// Buffer of the BMC-to-gateway direction (the other direction writes the stream's
+/// chunks as they arrived, without a buffer of its own).
 const RELAY_BUF: usize = 32 * 1024;
 /// Bytes one direction of a relay moves per poll before it lets other tasks run.
 /// The agent runs every task on one thread and smol has no cooperative budget of its
@@ -416,6 +417,55 @@ impl Half {
     }
 }
 
+/// The gateway-to-BMC direction of a relay: the stream's received chunks are written
+/// to the BMC as they are, with no copy into a relay buffer; on the stream's end the
+/// BMC side is half-closed.
+struct FromStream {
+    done: bool,
+    total: u64,
+}
+
+impl FromStream {
+    fn poll_copy<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        stream: &Stream,
+        w: &mut W,
+    ) -> Poll<io::Result<()>> {
+        let mut moved = 0;
+        while !self.done {
+            if moved >= RELAY_BUDGET {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let chunk = match stream.poll_chunk(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(Some(chunk))) => chunk,
+                Poll::Ready(Ok(None)) => {
+                    match Pin::new(&mut *w).poll_close(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Ok(())) => self.done = true,
+                    }
+                    continue;
+                }
+            };
+            match Pin::new(&mut *w).poll_write(cx, &chunk) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    stream.consume(n);
+                    self.total += n as u64;
+                    moved += n;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// Relays between a tunnel stream and a BMC connection until both directions ended
 /// (each end's EOF is passed on as a half-close) or either failed (the stream is then
 /// aborted). Returns the bytes sent to and received from the BMC.
@@ -423,21 +473,27 @@ pub async fn relay<B>(mut stream: Stream, mut tcp: B) -> io::Result<(u64, u64)>
 where
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut to_bmc = Half::new();
+    let mut to_bmc = FromStream {
+        done: false,
+        total: 0,
+    };
     let mut from_bmc = Half::new();
     let res = poll_fn(|cx| {
+        // The stream first: looking at it costs a lock, a read of the BMC socket that
+        // finds nothing costs a system call (and a wake-up for stream data would
+        // otherwise always begin with one).
+        let up = to_bmc.poll_copy(cx, &stream, &mut tcp);
+        if let Poll::Ready(Err(e)) = up {
+            return Poll::Ready(Err(io::Error::new(
+                e.kind(),
+                format!("gateway to BMC: {e}"),
+            )));
+        }
         let down = from_bmc.poll_copy(cx, &mut tcp, &mut stream);
         if let Poll::Ready(Err(e)) = down {
             return Poll::Ready(Err(io::Error::new(
                 e.kind(),
                 format!("BMC to gateway: {e}"),
-            )));
-        }
-        let up = to_bmc.poll_copy(cx, &mut stream, &mut tcp);
-        if let Poll::Ready(Err(e)) = up {
-            return Poll::Ready(Err(io::Error::new(
-                e.kind(),
-                format!("gateway to BMC: {e}"),
             )));
         }
         if down.is_ready() && up.is_ready() {

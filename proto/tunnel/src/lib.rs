@@ -319,6 +319,28 @@ impl RecvState {
         }
     }
 
+    /// The first received chunk, without taking it. Coalesced small payloads
+    /// become a chunk of their own first (they follow every queued chunk).
+    fn front(&mut self) -> Option<Bytes> {
+        if self.chunks.is_empty() && !self.small.is_empty() {
+            self.chunks.push_back(self.small.split().freeze());
+        }
+        self.chunks.front().cloned()
+    }
+
+    /// Drops up to `n` bytes of the first chunk; returns how many.
+    fn advance(&mut self, n: usize) -> usize {
+        let Some(front) = self.chunks.front_mut() else {
+            return 0;
+        };
+        let n = n.min(front.len());
+        front.advance(n);
+        if front.is_empty() {
+            self.chunks.pop_front();
+        }
+        n
+    }
+
     /// Copies received bytes into `buf`; returns how many.
     fn read_into(&mut self, buf: &mut [u8]) -> usize {
         let (n, front_done) = if let Some(front) = self.chunks.front_mut() {

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use outband_proto::mux::{StreamError, StreamId};
 use outband_proto::pb::CloseCode;
 
@@ -49,6 +50,59 @@ impl Stream {
     pub fn abort(mut self, code: CloseCode, message: &str) {
         self.close_with(code, message);
         self.forgotten = true;
+    }
+
+    /// The next received bytes without copying them: a chunk as it arrived (or
+    /// several small ones coalesced), `Ok(None)` once the peer finished. Nothing is
+    /// taken until [`Stream::consume`] says how much of it was used, so a chunk that
+    /// could only partly be passed on is offered again. A relay writes chunks
+    /// straight to its socket this way instead of copying them into a buffer first.
+    pub fn poll_chunk(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Bytes>>> {
+        let mut guard = self.shared.lock();
+        let st = &mut *guard;
+        let Some(rs) = st.streams.get_mut(&self.id) else {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "stream is closed",
+            )));
+        };
+        if let Some(chunk) = rs.front() {
+            return Poll::Ready(Ok(Some(chunk)));
+        }
+        if rs.fin {
+            return Poll::Ready(Ok(None));
+        }
+        if let Some((code, msg)) = &rs.reset {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                format!("stream closed by peer ({code:?}): {msg}"),
+            )));
+        }
+        if let Some(err) = &st.closed {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                err.to_string(),
+            )));
+        }
+        rs.read_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Takes `n` bytes of what [`Stream::poll_chunk`] offered (at most its length)
+    /// and returns them to the peer as credit.
+    pub fn consume(&self, n: usize) {
+        let mut guard = self.shared.lock();
+        let st = &mut *guard;
+        let Some(rs) = st.streams.get_mut(&self.id) else {
+            return;
+        };
+        let n = rs.advance(n);
+        if n > 0 {
+            st.mux.release(self.id, n);
+            if st.mux.has_transmit() {
+                st.wake_driver();
+            }
+        }
     }
 
     fn close_with(&mut self, code: CloseCode, message: &str) {
