@@ -69,23 +69,7 @@ impl Stream {
         if let Some(chunk) = rs.front() {
             return Poll::Ready(Ok(Some(chunk)));
         }
-        if rs.fin {
-            return Poll::Ready(Ok(None));
-        }
-        if let Some((code, msg)) = &rs.reset {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                format!("stream closed by peer ({code:?}): {msg}"),
-            )));
-        }
-        if let Some(err) = &st.closed {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                err.to_string(),
-            )));
-        }
-        rs.read_waker = Some(cx.waker().clone());
-        Poll::Pending
+        input_ended(rs, st.closed.as_ref(), cx).map(|r| r.map(|()| None))
     }
 
     /// Takes `n` bytes of what [`Stream::poll_chunk`] offered (at most its length)
@@ -123,6 +107,32 @@ fn stream_err(e: StreamError) -> io::Error {
     io::Error::new(kind, e)
 }
 
+/// With nothing buffered: `Ok(())` if the peer finished, an error if the stream or
+/// the connection was closed, else pending (the reader's waker is kept).
+fn input_ended(
+    rs: &mut crate::RecvState,
+    closed: Option<&outband_proto::mux::ConnError>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    if rs.fin {
+        return Poll::Ready(Ok(()));
+    }
+    if let Some((code, msg)) = &rs.reset {
+        return Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            format!("stream closed by peer ({code:?}): {msg}"),
+        )));
+    }
+    if let Some(err) = closed {
+        return Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            err.to_string(),
+        )));
+    }
+    rs.read_waker = Some(cx.waker().clone());
+    Poll::Pending
+}
+
 impl futures_io::AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -149,23 +159,7 @@ impl futures_io::AsyncRead for Stream {
             }
             return Poll::Ready(Ok(n));
         }
-        if rs.fin {
-            return Poll::Ready(Ok(0));
-        }
-        if let Some((code, msg)) = &rs.reset {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::ConnectionReset,
-                format!("stream closed by peer ({code:?}): {msg}"),
-            )));
-        }
-        if let Some(err) = &st.closed {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                err.to_string(),
-            )));
-        }
-        rs.read_waker = Some(cx.waker().clone());
-        Poll::Pending
+        input_ended(rs, st.closed.as_ref(), cx).map(|r| r.map(|()| 0))
     }
 }
 
