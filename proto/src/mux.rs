@@ -305,15 +305,13 @@ impl Mux {
     /// or frames and are mostly empty now (call it now and then, e.g. on a
     /// heartbeat tick, not per frame).
     pub fn shrink_idle(&mut self) {
-        shrink_map(&mut self.streams);
-        if self.in_ready.capacity() > slack(self.in_ready.len()) {
-            self.in_ready.shrink_to(2 * self.in_ready.len());
-        }
-        shrink_deque(&mut self.ready);
-        shrink_deque(&mut self.control);
-        shrink_deque(&mut self.events);
+        self.streams.shrink_if_sparse();
+        self.in_ready.shrink_if_sparse();
+        self.ready.shrink_if_sparse();
+        self.control.shrink_if_sparse();
+        self.events.shrink_if_sparse();
         for s in self.streams.values_mut() {
-            shrink_deque(&mut s.send_queue);
+            s.send_queue.shrink_if_sparse();
         }
     }
 
@@ -1032,18 +1030,30 @@ pub fn slack(len: usize) -> usize {
     4 * len.max(8)
 }
 
-/// Shrinks `map` to twice its length if it holds far less than its capacity.
-pub fn shrink_map<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
-    if map.capacity() > slack(map.len()) {
-        map.shrink_to(2 * map.len());
-    }
+/// A collection that can give back capacity a burst left behind.
+pub trait ShrinkIfSparse {
+    /// Shrinks to twice the length if it holds far less than its capacity
+    /// ([`slack`]).
+    fn shrink_if_sparse(&mut self);
 }
 
-/// Shrinks `q` to twice its length if it holds far less than its capacity.
-pub fn shrink_deque<T>(q: &mut VecDeque<T>) {
-    if q.capacity() > slack(q.len()) {
-        q.shrink_to(2 * q.len());
-    }
+macro_rules! shrink_if_sparse {
+    ($($ty:ty => [$($bound:tt)*]),* $(,)?) => {$(
+        impl<$($bound)*> ShrinkIfSparse for $ty {
+            fn shrink_if_sparse(&mut self) {
+                if self.capacity() > slack(self.len()) {
+                    self.shrink_to(2 * self.len());
+                }
+            }
+        }
+    )*};
+}
+
+shrink_if_sparse! {
+    HashMap<K, V> => [K: std::hash::Hash + Eq, V],
+    HashSet<T> => [T: std::hash::Hash + Eq],
+    VecDeque<T> => [T],
+    Vec<T> => [T],
 }
 
 fn take_chunk(s: &mut Stream, max: usize) -> Bytes {

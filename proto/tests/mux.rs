@@ -870,14 +870,14 @@ fn a_close_the_peer_never_acknowledges_is_forgotten() {
 
 #[test]
 fn tables_and_queues_shrink_only_when_mostly_empty() {
-    use outband_proto::mux::{shrink_deque, shrink_map, slack};
+    use outband_proto::mux::{ShrinkIfSparse, slack};
     use std::collections::{HashMap, VecDeque};
 
     let mut map: HashMap<u32, [u8; 64]> = (0..1000).map(|i| (i, [0; 64])).collect();
     map.retain(|k, _| *k < 10);
     let grown = map.capacity();
     assert!(grown >= 1000);
-    shrink_map(&mut map);
+    map.shrink_if_sparse();
     assert!(
         map.capacity() < grown && map.capacity() >= 10,
         "{}",
@@ -887,19 +887,19 @@ fn tables_and_queues_shrink_only_when_mostly_empty() {
     // A table in use keeps its room.
     let mut busy: HashMap<u32, u8> = (0..100).map(|i| (i, 0)).collect();
     let cap = busy.capacity();
-    shrink_map(&mut busy);
+    busy.shrink_if_sparse();
     assert_eq!(busy.capacity(), cap);
 
     let mut q: VecDeque<u64> = (0..4096).collect();
     q.drain(..4090);
-    shrink_deque(&mut q);
+    q.shrink_if_sparse();
     assert!(q.capacity() <= slack(q.len()), "{}", q.capacity());
     assert_eq!(
         q.iter().copied().collect::<Vec<_>>(),
         (4090..4096).collect::<Vec<_>>()
     );
     let mut empty: VecDeque<u64> = VecDeque::with_capacity(1024);
-    shrink_deque(&mut empty);
+    empty.shrink_if_sparse();
     assert_eq!(empty.capacity(), 0, "an empty queue gives back everything");
 }
 

@@ -1,7 +1,6 @@
 //! The connection driver: one future per connection that moves frames between the
 //! transport and the multiplexer and ticks its clock.
 
-use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -15,6 +14,7 @@ use futures_io::{AsyncRead, AsyncWrite};
 use outband_proto::codec::{self, FrameDecoder};
 use outband_proto::mux::ConnError;
 
+use crate::thread_buf::Lender;
 use crate::{Shared, Timer};
 
 /// Write buffer high-water mark: frames are encoded until this much is pending.
@@ -42,21 +42,16 @@ thread_local! {
     /// driver would cost every idle agent connection 32 KiB at the gateway; one on the
     /// stack of each poll had to be zeroed on every poll (32 KiB of `memset` per
     /// wake-up, a few percent of a small round trip's CPU).
-    /// Allocated at the first read, freed when the thread has read nothing for a
-    /// while ([`release_idle_buffers`]).
-    static READ_BUF: RefCell<Option<Box<[u8]>>> = const { RefCell::new(None) };
-    static READ_BUF_USED: Cell<Option<Instant>> = const { Cell::new(None) };
+    static READ_BUF: Lender = const { Lender::new(READ_CHUNK) };
 }
 
-/// Runs `f` with this thread's read buffer.
+/// Runs `f` with this thread's read buffer. A transport whose read drives another
+/// connection (re-entry) gets a buffer of its own for the inner one.
 fn with_read_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
-    READ_BUF_USED.with(|t| t.set(Some(Instant::now())));
-    READ_BUF.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => f(buf.get_or_insert_with(|| vec![0; READ_CHUNK].into_boxed_slice())),
-        // Re-entered: a transport whose read drives another connection. Give the
-        // inner one a buffer of its own.
-        Err(_) => f(&mut vec![0; READ_CHUNK]),
-    })
+    let mut buf = READ_BUF.with(Lender::take);
+    let res = f(&mut buf);
+    READ_BUF.with(|l| l.put(buf));
+    res
 }
 
 /// A thread that read nothing for this long frees its read buffers (96 KiB): an idle
@@ -65,17 +60,7 @@ const BUFFERS_IDLE: Duration = Duration::from_millis(100);
 
 /// Frees this thread's read buffers if no connection used them for [`BUFFERS_IDLE`].
 fn release_idle_buffers(now: Instant) {
-    let idle = READ_BUF_USED.with(|t| {
-        t.get()
-            .is_none_or(|at| now.saturating_duration_since(at) >= BUFFERS_IDLE)
-    });
-    if idle {
-        READ_BUF.with(|cell| {
-            if let Ok(mut buf) = cell.try_borrow_mut() {
-                *buf = None;
-            }
-        });
-    }
+    READ_BUF.with(|l| l.release_if_idle(now, BUFFERS_IDLE));
     crate::read_ahead::release_idle_spare(now, BUFFERS_IDLE);
 }
 

@@ -15,6 +15,7 @@ mod frames;
 mod read_ahead;
 mod socket;
 mod stream;
+mod thread_buf;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::{Future, poll_fn};
@@ -239,20 +240,18 @@ impl State {
 
     /// Gives back memory that a burst of streams or frames left in tables and queues.
     fn shrink_idle(&mut self) {
-        use outband_proto::mux::{shrink_deque, shrink_map};
+        use outband_proto::mux::ShrinkIfSparse;
         self.mux.shrink_idle();
-        shrink_map(&mut self.streams);
-        shrink_map(&mut self.opening);
-        shrink_map(&mut self.replies);
-        shrink_deque(&mut self.incoming);
+        self.streams.shrink_if_sparse();
+        self.opening.shrink_if_sparse();
+        self.replies.shrink_if_sparse();
+        self.incoming.shrink_if_sparse();
+        self.closed_wakers.shrink_if_sparse();
         for s in self.streams.values_mut() {
-            shrink_deque(&mut s.chunks);
+            s.chunks.shrink_if_sparse();
             if s.small.is_empty() && s.small.capacity() > 0 {
                 s.small = BytesMut::new();
             }
-        }
-        if self.closed_wakers.capacity() > outband_proto::mux::slack(self.closed_wakers.len()) {
-            self.closed_wakers.shrink_to(2 * self.closed_wakers.len());
         }
     }
 

@@ -15,7 +15,6 @@
 //! transport with it (the agent). The gateway wraps tokio's `TcpStream` with the same
 //! core.
 
-use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -23,40 +22,28 @@ use std::time::{Duration, Instant};
 
 use futures_io::{AsyncRead, AsyncWrite};
 
+use crate::thread_buf::Lender;
+
 /// Bytes one socket read may fetch ahead of what the TLS layer asked for.
 pub const READ_AHEAD: usize = 64 * 1024;
 
 thread_local! {
-    /// One buffer per thread, lent to whichever connection reads next. Zeroed once,
-    /// when the thread first reads, not on every read.
-    static SPARE: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
-    /// When a read last borrowed this thread's spare.
-    static LAST_LENT: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// One buffer per thread, lent to whichever connection reads next.
+    static SPARE: Lender = const { Lender::new(READ_AHEAD) };
 }
 
 fn take_spare() -> Box<[u8]> {
-    LAST_LENT.with(|t| t.set(Some(Instant::now())));
-    SPARE
-        .with(Cell::take)
-        .unwrap_or_else(|| vec![0; READ_AHEAD].into_boxed_slice())
+    SPARE.with(Lender::take)
+}
+
+fn put_spare(buf: Box<[u8]>) {
+    SPARE.with(|l| l.put(buf));
 }
 
 /// Frees this thread's spare buffer if no read borrowed it for `idle`: a thread that
 /// drives busy connections keeps it, an idle agent gives its 64 KiB back.
 pub(crate) fn release_idle_spare(now: Instant, idle: Duration) {
-    let unused = LAST_LENT.with(|t| {
-        t.get()
-            .is_none_or(|at| now.saturating_duration_since(at) >= idle)
-    });
-    if unused {
-        drop(SPARE.with(Cell::take));
-    }
-}
-
-fn put_spare(buf: Box<[u8]>) {
-    // Keeps one; a second (a thread that took over a connection's buffer while it
-    // already had one) is freed.
-    drop(SPARE.with(|s| s.replace(Some(buf))));
+    SPARE.with(|l| l.release_if_idle(now, idle));
 }
 
 /// The read-ahead state of one connection. Holds a buffer only while bytes are
@@ -138,11 +125,6 @@ impl<IO> ReadAhead<IO> {
             ahead: ReadAheadBuf::default(),
         }
     }
-
-    /// The transport.
-    pub fn get_ref(&self) -> &IO {
-        &self.io
-    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for ReadAhead<IO> {
@@ -189,12 +171,7 @@ mod tests {
     use super::*;
 
     fn has_spare() -> bool {
-        SPARE.with(|s| {
-            let b = s.take();
-            let some = b.is_some();
-            s.set(b);
-            some
-        })
+        SPARE.with(Lender::has_spare)
     }
 
     #[test]
