@@ -111,6 +111,8 @@ pub fn mux_config() -> MuxConfig {
         max_chunk: 300,
         heartbeat_interval: Duration::from_secs(1),
         dead_after_intervals: 3,
+        shared_window: 400,
+        shared_rate: 1_000_000,
     }
 }
 

@@ -57,6 +57,21 @@ pub struct MuxConfig {
     /// The peer is dead after this many intervals without any frame from it (at
     /// least 1).
     pub dead_after_intervals: u32,
+    /// While the connection carries more than one stream, the most bytes one stream
+    /// may have unacknowledged (queued here, in flight, or not yet released by the
+    /// peer), however large its window. All streams share one TCP connection, so a
+    /// stream's bytes wait behind every byte queued ahead of them in both kernels:
+    /// a bulk stream with its full window in flight holds a keystroke back by a
+    /// window's worth of transfer. A lone stream still uses its whole window.
+    /// The cap grows by what [`shared_rate`](Self::shared_rate) fills in one idle
+    /// round trip of the connection (measured with heartbeats), so on a long path
+    /// it gets out of the way of throughput: a queue builds up only where the cap
+    /// exceeds what the path holds. Clamped to at least 1 KiB; at or above the
+    /// window it changes nothing.
+    pub shared_window: u32,
+    /// Bytes per second by which [`shared_window`](Self::shared_window) grows per
+    /// second of idle round-trip time.
+    pub shared_rate: u64,
 }
 
 /// Largest `max_chunk`: a data frame with this much payload still fits in
@@ -73,8 +88,9 @@ pub const MAX_WINDOW: u32 = 16 * 1024 * 1024;
 const MAX_QUEUED_CONTROL: usize = 4096;
 
 impl MuxConfig {
-    /// Defaults for `role`: 256 KiB windows, 1024 streams, 32 KiB chunks, 5 s
-    /// heartbeats, dead after 3 silent intervals.
+    /// Defaults for `role`: 256 KiB windows (while streams share the connection,
+    /// 32 KiB unacknowledged per stream plus 1 Gbit/s times the idle round trip),
+    /// 1024 streams, 32 KiB chunks, 5 s heartbeats, dead after 3 silent intervals.
     pub fn new(role: Role) -> Self {
         Self {
             role,
@@ -84,9 +100,23 @@ impl MuxConfig {
             max_chunk: 32 * 1024,
             heartbeat_interval: Duration::from_secs(5),
             dead_after_intervals: 3,
+            shared_window: DEFAULT_SHARED_WINDOW,
+            shared_rate: DEFAULT_SHARED_RATE,
         }
     }
 }
+
+/// Default [`MuxConfig::shared_window`].
+pub const DEFAULT_SHARED_WINDOW: u32 = 32 * 1024;
+
+/// Default [`MuxConfig::shared_rate`]: 1 Gbit/s.
+pub const DEFAULT_SHARED_RATE: u64 = 125_000_000;
+
+/// Round-trip samples [`Mux`] keeps; the smallest of them is the idle round trip.
+const RTT_SAMPLES: usize = 8;
+
+/// Smallest [`MuxConfig::shared_window`].
+const MIN_SHARED_WINDOW: u32 = 1024;
 
 /// Identifies a stream on one connection.
 pub type StreamId = u32;
@@ -227,6 +257,43 @@ struct Stream {
 }
 
 impl Stream {
+    /// Bytes that may be queued now: the credit, and while streams share the
+    /// connection (`cap`), no more than brings the unacknowledged bytes to `cap`.
+    fn usable_credit(&self, cap: Option<u64>) -> u64 {
+        match cap {
+            None => self.send_credit,
+            Some(cap) => {
+                let unacked = self.send_window.saturating_sub(self.send_credit);
+                self.send_credit.min(cap.saturating_sub(unacked))
+            }
+        }
+    }
+
+    /// The window update due now, if any. Updates are batched: one goes out once a
+    /// quarter of the window was released (of the cap while streams share the
+    /// connection, see [`MuxConfig::shared_window`]), or once everything the peer
+    /// sent is released and the peer can send no more: its window is used up, or
+    /// streams share the connection and the peer may be held at its own cap, which
+    /// may be smaller than ours.
+    fn take_grant(&mut self, id: StreamId, cap: Option<u64>) -> Option<Frame> {
+        let window = u64::from(self.recv_window);
+        let outstanding = window.saturating_sub(self.recv_remaining);
+        let grant = self.recv_to_grant.min(outstanding);
+        let quantum = cap.map_or(window, |c| c.min(window)) / 4;
+        let caught_up = grant == outstanding && (self.recv_remaining == 0 || cap.is_some());
+        if grant == 0 || grant < quantum && !caught_up {
+            return None;
+        }
+        self.recv_remaining += grant;
+        self.recv_to_grant -= grant;
+        Some(Frame {
+            kind: Some(frame::Kind::Window(pb::WindowUpdate {
+                stream_id: id,
+                increment: u32::try_from(grant).unwrap_or(u32::MAX),
+            })),
+        })
+    }
+
     fn new(recv_window: u32, send_credit: u32) -> Self {
         Self {
             pending_accept: false,
@@ -265,6 +332,12 @@ pub struct Mux {
     last_recv: Instant,
     next_heartbeat: Instant,
     heartbeat_seq: u64,
+    /// The heartbeat in flight: its seq, when it went out, and whether our send
+    /// queues were nearly empty then (only such a heartbeat measures the idle path).
+    heartbeat_out: Option<(u64, Instant, bool)>,
+    /// Round trips of heartbeats sent while idle, newest at `rtt_next - 1`.
+    rtt: [Option<Duration>; RTT_SAMPLES],
+    rtt_next: usize,
     next_request_id: u64,
     closed: Option<ConnError>,
 }
@@ -275,12 +348,15 @@ impl Mux {
         cfg.max_chunk = cfg.max_chunk.clamp(1, MAX_CHUNK);
         cfg.heartbeat_interval = cfg.heartbeat_interval.max(Duration::from_millis(1));
         cfg.dead_after_intervals = cfg.dead_after_intervals.max(1);
+        cfg.shared_window = cfg.shared_window.max(MIN_SHARED_WINDOW);
         let next_local_id = match cfg.role {
             Role::Gateway => 1,
             Role::Agent => 2,
         };
         Self {
-            next_heartbeat: now + cfg.heartbeat_interval,
+            // The first heartbeat goes out at once: its round trip sizes the shared
+            // window from the start.
+            next_heartbeat: now,
             cfg,
             streams: HashMap::new(),
             next_local_id,
@@ -291,6 +367,9 @@ impl Mux {
             events: VecDeque::new(),
             last_recv: now,
             heartbeat_seq: 0,
+            heartbeat_out: None,
+            rtt: [None; RTT_SAMPLES],
+            rtt_next: 0,
             next_request_id: 1,
             closed: None,
         }
@@ -402,6 +481,7 @@ impl Mux {
         let res = match kind {
             frame::Kind::Heartbeat(hb) => {
                 if hb.reply {
+                    self.on_heartbeat_reply(hb.seq, now);
                     Ok(())
                 } else {
                     self.push_answer(Frame {
@@ -505,6 +585,7 @@ impl Mux {
         let mut s = Stream::new(self.cfg.initial_window, window);
         s.awaiting_our_answer = true;
         self.streams.insert(id, s);
+        self.on_stream_added();
         self.events.push_back(Event::Opened {
             id,
             kind: StreamKind::try_from(open.kind).unwrap_or(StreamKind::Unspecified),
@@ -610,6 +691,7 @@ impl Mux {
 
     fn on_window(&mut self, w: pb::WindowUpdate) -> Result<(), String> {
         let id = w.stream_id;
+        let cap = self.shared_cap();
         let Some(s) = self.peer_stream(id, "window update")? else {
             return Ok(());
         };
@@ -621,7 +703,7 @@ impl Mux {
                 s.send_credit, s.send_window
             ));
         }
-        if s.write_blocked && s.send_credit > 0 && !s.detached {
+        if s.write_blocked && s.usable_credit(cap) > 0 && !s.detached {
             s.write_blocked = false;
             self.events.push_back(Event::Writable { id });
         }
@@ -657,6 +739,62 @@ impl Mux {
         self.streams.remove(&id);
         if self.in_ready.remove(&id) {
             self.ready.retain(|r| *r != id);
+        }
+        if self.streams.len() == 1 {
+            // The last stream no longer shares the connection: its whole window is
+            // usable again.
+            for (&id, s) in &mut self.streams {
+                if s.write_blocked && s.send_credit > 0 && !s.detached && !s.closing {
+                    s.write_blocked = false;
+                    self.events.push_back(Event::Writable { id });
+                }
+            }
+        }
+    }
+
+    /// The cap on unacknowledged bytes per stream while streams share the
+    /// connection ([`MuxConfig::shared_window`] plus [`MuxConfig::shared_rate`] times
+    /// the idle round trip), or `None` for a lone stream.
+    fn shared_cap(&self) -> Option<u64> {
+        if self.streams.len() < 2 {
+            return None;
+        }
+        let extra = self.idle_rtt().map_or(0, |rtt| {
+            let bytes = u128::from(self.cfg.shared_rate) * rtt.as_nanos() / 1_000_000_000;
+            u64::try_from(bytes).unwrap_or(u64::MAX)
+        });
+        Some(u64::from(self.cfg.shared_window).saturating_add(extra))
+    }
+
+    /// The connection's round trip when nothing queues on it: the smallest of the
+    /// recent heartbeat round trips measured while our send side was idle.
+    pub fn idle_rtt(&self) -> Option<Duration> {
+        self.rtt.iter().flatten().min().copied()
+    }
+
+    /// Whether the bytes we have unacknowledged, over all streams, are few enough
+    /// that a heartbeat sent now does not wait behind our own data.
+    fn send_side_idle(&self) -> bool {
+        let limit = u64::from(self.cfg.shared_window);
+        let mut unacked = 0u64;
+        for s in self.streams.values() {
+            unacked += s.send_window.saturating_sub(s.send_credit);
+            if unacked > limit {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn on_heartbeat_reply(&mut self, seq: u64, now: Instant) {
+        if let Some((sent_seq, at, idle)) = self.heartbeat_out
+            && sent_seq == seq
+        {
+            self.heartbeat_out = None;
+            if idle {
+                self.rtt[self.rtt_next] = Some(now.saturating_duration_since(at));
+                self.rtt_next = (self.rtt_next + 1) % RTT_SAMPLES;
+            }
         }
     }
 
@@ -702,6 +840,7 @@ impl Mux {
         let mut s = Stream::new(self.cfg.initial_window, 0);
         s.pending_accept = true;
         self.streams.insert(id, s);
+        self.on_stream_added();
         self.control.push_back(Frame {
             kind: Some(frame::Kind::Open(pb::StreamOpen {
                 stream_id: id,
@@ -767,9 +906,10 @@ impl Mux {
 
     /// Bytes that [`Mux::send`] would accept now on `id`.
     pub fn send_capacity(&self, id: StreamId) -> usize {
+        let cap = self.shared_cap();
         match self.streams.get(&id) {
             Some(s) if !s.closing && !s.pending_accept && !s.fin_requested => {
-                usize::try_from(s.send_credit).unwrap_or(usize::MAX)
+                usize::try_from(s.usable_credit(cap)).unwrap_or(usize::MAX)
             }
             _ => 0,
         }
@@ -779,11 +919,12 @@ impl Mux {
     /// When that is less than `data.len()`, an [`Event::Writable`] follows once the
     /// peer grants more.
     pub fn send(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
+        let cap = self.shared_cap();
         let s = self.live(id)?;
         if s.awaiting_our_answer || s.pending_accept || s.fin_requested || s.detached {
             return Err(StreamError::NotWritable(id));
         }
-        let n = usize::try_from(s.send_credit)
+        let n = usize::try_from(s.usable_credit(cap))
             .unwrap_or(usize::MAX)
             .min(data.len());
         if n < data.len() {
@@ -813,28 +954,36 @@ impl Mux {
         Ok(())
     }
 
-    /// Returns `n` consumed bytes of received data to the peer as credit. Window
-    /// updates are batched: one goes out once a quarter of the window was released.
+    /// Returns `n` consumed bytes of received data to the peer as credit, in batched
+    /// window updates (see `Stream::take_grant`).
     pub fn release(&mut self, id: StreamId, n: usize) {
+        let cap = self.shared_cap();
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
         if s.closing || s.recv_fin || s.detached {
             return;
         }
-        let window = u64::from(s.recv_window);
-        s.recv_to_grant = (s.recv_to_grant + n as u64).min(window);
-        let outstanding = window.saturating_sub(s.recv_remaining);
-        let grant = s.recv_to_grant.min(outstanding);
-        if grant > 0 && (grant >= window / 4 || s.recv_remaining == 0 && grant == outstanding) {
-            s.recv_remaining += grant;
-            s.recv_to_grant -= grant;
-            self.control.push_back(Frame {
-                kind: Some(frame::Kind::Window(pb::WindowUpdate {
-                    stream_id: id,
-                    increment: grant as u32,
-                })),
-            });
+        s.recv_to_grant = (s.recv_to_grant + n as u64).min(u64::from(s.recv_window));
+        if let Some(f) = s.take_grant(id, cap) {
+            self.control.push_back(f);
+        }
+    }
+
+    /// Called when a stream joins: from two streams on, the connection is shared,
+    /// and a peer stream that is caught up gets its released bytes back now (see
+    /// [`Stream::take_grant`]), or it might wait for a release that never comes.
+    fn on_stream_added(&mut self) {
+        if self.streams.len() != 2 {
+            return;
+        }
+        let cap = self.shared_cap();
+        for (&id, s) in &mut self.streams {
+            if !(s.closing || s.recv_fin || s.detached)
+                && let Some(f) = s.take_grant(id, cap)
+            {
+                self.control.push_back(f);
+            }
         }
     }
 
@@ -990,6 +1139,7 @@ impl Mux {
         }
         if now >= self.next_heartbeat {
             self.heartbeat_seq += 1;
+            self.heartbeat_out = Some((self.heartbeat_seq, now, self.send_side_idle()));
             self.control.push_back(Frame {
                 kind: Some(frame::Kind::Heartbeat(Heartbeat {
                     seq: self.heartbeat_seq,

@@ -53,6 +53,13 @@ pub struct Cli {
     /// Per-stream receive window the gateway grants, in bytes. Default 262144.
     #[arg(long, value_name = "BYTES")]
     pub window: Option<u32>,
+    /// While an agent connection carries more than one stream, the most bytes the
+    /// gateway keeps unacknowledged per stream, so a bulk stream cannot queue a
+    /// whole window ahead of a console's keystrokes. The gateway adds what 1 Gbit/s
+    /// fills in the connection's idle round trip, so long paths keep their
+    /// throughput. Default 32768.
+    #[arg(long, value_name = "BYTES")]
+    pub shared_window: Option<u32>,
     /// Log filter (tracing env-filter syntax), e.g. `info` or `outband_gateway=debug`. Default info.
     #[arg(long, value_name = "LEVEL")]
     pub log: Option<String>,
@@ -119,6 +126,8 @@ pub struct FileConfig {
     pub max_handshakes: Option<usize>,
     /// See [`Cli::window`].
     pub window: Option<u32>,
+    /// See [`Cli::shared_window`].
+    pub shared_window: Option<u32>,
     /// See [`Cli::log`].
     pub log: Option<String>,
     /// See [`Cli::manager_url`].
@@ -173,6 +182,8 @@ pub struct Config {
     pub max_handshakes: usize,
     /// Per-stream receive window the gateway grants.
     pub window: u32,
+    /// Unacknowledged bytes per stream while streams share a connection.
+    pub shared_window: u32,
     /// Log filter.
     pub log: String,
     /// The manager connection; `None` = standalone.
@@ -223,6 +234,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_millis(10_000),
             max_handshakes: 256,
             window: 256 * 1024,
+            shared_window: outband_proto::mux::DEFAULT_SHARED_WINDOW,
             log: "info".to_owned(),
             manager: None,
             user_api: None,
@@ -321,6 +333,10 @@ impl Config {
                 .or(file.max_handshakes)
                 .unwrap_or(d.max_handshakes),
             window: cli.window.or(file.window).unwrap_or(d.window),
+            shared_window: cli
+                .shared_window
+                .or(file.shared_window)
+                .unwrap_or(d.shared_window),
             log: cli.log.or(file.log).unwrap_or(d.log),
             manager: None,
             user_api: None,
@@ -392,6 +408,12 @@ impl Config {
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.window) {
             return bad(format!("window {} outside 1024..=16777216", self.window));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.shared_window) {
+            return bad(format!(
+                "shared_window {} outside 1024..=16777216",
+                self.shared_window
+            ));
         }
         if let Some(u) = &self.user_api {
             if !u.listen.ip().is_loopback() && self.tls.is_none() {
@@ -540,6 +562,12 @@ mod tests {
         let cli = Cli::parse_from(["outband-gateway", "--window", "10"]);
         let err = Config::merge(cli, FileConfig::default()).unwrap_err();
         assert!(err.to_string().contains("window 10"), "{err}");
+        let cli = Cli::parse_from(["outband-gateway", "--shared-window", "100"]);
+        let err = Config::merge(cli, FileConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("shared_window 100"), "{err}");
+        let file: FileConfig = toml::from_str("shared_window = 65536").unwrap();
+        let cfg = Config::merge(Cli::default(), file).unwrap();
+        assert_eq!(cfg.shared_window, 65536);
         let file: FileConfig = toml::from_str("tls_cert = \"/x.pem\"").unwrap();
         assert!(Config::merge(Cli::default(), file).is_err());
     }

@@ -150,6 +150,7 @@ pub async fn run(
             heartbeat_interval: config.heartbeat_interval,
             handshake_timeout: config.handshake_timeout,
             window: config.window,
+            shared_window: config.shared_window,
         },
         registry.clone(),
         metrics.clone(),

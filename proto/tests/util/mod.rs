@@ -56,6 +56,8 @@ pub fn cfg(role: Role) -> MuxConfig {
         max_chunk: 4096,
         heartbeat_interval: Duration::from_secs(5),
         dead_after_intervals: 3,
+        shared_window: 64 * 1024,
+        shared_rate: outband_proto::mux::DEFAULT_SHARED_RATE,
     }
 }
 

@@ -29,6 +29,7 @@ pub async fn run(
         initial_window: settings.window,
         peer_initial_window: est.hello.initial_window,
         heartbeat_interval: settings.heartbeat_interval,
+        shared_window: settings.shared_window,
         ..MuxConfig::new(Role::Gateway)
     };
     let mux = Mux::new(cfg, Instant::now());

@@ -49,6 +49,8 @@ pub struct AgentSettings {
     pub handshake_timeout: Duration,
     /// Per-stream receive window the gateway grants.
     pub window: u32,
+    /// Unacknowledged bytes per stream while streams share the connection.
+    pub shared_window: u32,
 }
 
 /// Most connections from one address that may be in their handshake (waiting for a
