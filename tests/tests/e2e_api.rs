@@ -72,6 +72,15 @@ fn agent_entry_relay_lifecycle_and_errors() {
                 (!inv.is_empty()).then_some(inv)
             })
         })?;
+        // The first heartbeat goes out when the connection starts; its round trip
+        // (loopback: well under a second) is the agent's idle round trip.
+        let rtt = outband_e2e::wait::wait_for("rtt_ms in the agent entry", T, || {
+            gw.agent(&id).ok()??["rtt_ms"].as_f64()
+        })?;
+        assert!(
+            rtt > 0.0 && rtt < 1000.0,
+            "idle round trip {rtt} ms on loopback"
+        );
         let port = echo.addr().port().to_string();
         assert!(
             inventory.iter().any(|e| e.to_string().contains(&port)),

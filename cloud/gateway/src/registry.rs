@@ -74,6 +74,11 @@ pub struct AgentView {
     pub capabilities: Vec<String>,
     /// Streams holding an id on the connection now.
     pub streams: usize,
+    /// The tunnel's round trip when nothing queues on it, in milliseconds: the
+    /// smallest of the recent heartbeat round trips (absent until the first came
+    /// back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
     /// Bytes received on the tunnel (with frame headers).
     pub bytes_in: u64,
     /// Bytes sent on the tunnel (with frame headers).
@@ -338,6 +343,7 @@ fn view(e: &Entry) -> AgentView {
         pairing_code: e.info.pairing_code.clone(),
         capabilities: e.info.capabilities.clone(),
         streams: e.tunnel.stream_count(),
+        rtt_ms: e.tunnel.idle_rtt().map(|d| d.as_secs_f64() * 1e3),
         bytes_in: outband_tunnel::load(&e.tunnel.stats().bytes_in),
         bytes_out: outband_tunnel::load(&e.tunnel.stats().bytes_out),
         inventory: e

@@ -554,6 +554,13 @@ impl Tunnel {
         self.shared.lock().mux.stream_count()
     }
 
+    /// The connection's round trip when nothing queues on it (see
+    /// [`Mux::idle_rtt`](outband_proto::mux::Mux::idle_rtt)); `None` until a
+    /// heartbeat came back.
+    pub fn idle_rtt(&self) -> Option<std::time::Duration> {
+        self.shared.lock().mux.idle_rtt()
+    }
+
     /// Transfer counters.
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
