@@ -1,6 +1,7 @@
 //! Starting the gateway and agent processes for a benchmark run.
 
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,10 @@ impl Proc {
             }
             None => Command::new(bin),
         };
+        // A process group of its own, so that dropping the `Proc` also ends what a
+        // wrapper started (a tracer's tracee survives the tracer's SIGKILL).
         let child = cmd
+            .process_group(0)
             .args(args)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -82,6 +86,10 @@ pub fn cpu_ns(pid: u32) -> Result<u64> {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
