@@ -32,7 +32,7 @@ impl Report {
 
 /// The sections of the run, for `--only a,b`.
 pub const SECTIONS: &[&str] = &[
-    "bulk", "pingpong", "reqresp", "probe", "connect", "agent", "swarm",
+    "bulk", "pingpong", "reqresp", "probe", "wan", "connect", "agent", "swarm",
 ];
 
 pub fn run(quick: bool, only: Option<&str>) -> Result<()> {
@@ -212,6 +212,60 @@ pub fn run(quick: bool, only: Option<&str>) -> Result<()> {
                 hb99 / h99
             ),
             "≤ 2× idle",
+        );
+    }
+
+    // A long path: a second agent dials the gateway through a relay that delays
+    // every byte by 10 ms each way. The shared window must not cost a bulk stream
+    // its throughput there just because another stream (a console) is open.
+    if want("wan") {
+        let one_way = Duration::from_millis(10);
+        let proxy = net::delay_relay(ready.agent_addr.clone(), one_way)?.to_string();
+        let wan_dir = dir.join("wan");
+        std::fs::create_dir_all(&wan_dir)?;
+        let wan_ready = procs::Ready {
+            agent_addr: proxy,
+            http_addr: ready.http_addr.clone(),
+            ca_file: ready.ca_file.clone(),
+        };
+        let wan_agent = procs::agent(
+            &agent_bin,
+            &wan_dir,
+            &wan_ready,
+            &[echo.clone(), sink.clone()],
+        )?;
+        let wan_id = procs::wait_for(Duration::from_secs(20), "the WAN agent", || {
+            procs::agents(&ready.http_addr)
+                .ok()?
+                .into_iter()
+                .find(|id| *id != agent_id)
+        })
+        .with_context(|| format!("WAN agent log:\n{}", wan_agent.log_tail()))?;
+        let rtt_ms = procs::wait_for(Duration::from_secs(20), "the WAN agent's rtt", || {
+            procs::agent_rtt_ms(&ready.http_addr, &wan_id)
+        })?;
+        let wan_sink = procs::relay(&ready.http_addr, &wan_id, &sink)?;
+        let wan_echo = procs::relay(&ready.http_addr, &wan_id, &echo)?;
+        let total = if quick { 8 << 20 } else { 32 << 20 };
+        let path = net::delay_relay(sink.clone(), one_way)?.to_string();
+        let plain = net::bulk_tcp(&path, total)? * 1e3;
+        let lone = net::bulk_tcp(&wan_sink, total)? * 1e3;
+        // A console is open beside the bulk stream (one echoed byte: accepted).
+        let mut console = net::connect(&wan_echo)?;
+        console.write_all(b"k")?;
+        console.read_exact(&mut [0u8; 1])?;
+        let shared = net::bulk_tcp(&wan_sink, total)? * 1e3;
+        drop(console);
+        drop(wan_agent);
+        let window_bound = 256.0 * 1024.0 * 8.0 / (2.0 * one_way.as_secs_f64()) / 1e6;
+        r.row(
+            "bulk over a 20 ms round trip (Mbit/s): lone / beside an open console",
+            format!("{lone:.0} / {shared:.0} (tunnel rtt_ms {rtt_ms:.1})"),
+            format!(
+                "plain TCP over the same path {plain:.0}; a 256 KiB window bounds a stream at {window_bound:.0}"
+            ),
+            format!("{:.2}× lone", shared / lone),
+            "beside a console ≈ lone",
         );
     }
 

@@ -157,6 +157,19 @@ pub fn pct(samples: &mut [f64], p: f64) -> f64 {
 /// A plain TCP relay (the baseline the tunnel is held to): every connection to the
 /// returned address is copied both ways to `upstream` by two threads.
 pub fn plain_relay(upstream: String) -> Result<SocketAddr> {
+    relay(upstream, pipe)
+}
+
+/// A relay that delivers every byte `one_way` after it arrived, both ways: a long
+/// path (propagation delay, no bandwidth limit of its own) in front of `upstream`.
+pub fn delay_relay(upstream: String, one_way: Duration) -> Result<SocketAddr> {
+    relay(upstream, move |from, to| delayed_pipe(from, to, one_way))
+}
+
+fn relay(
+    upstream: String,
+    pipe: impl Fn(TcpStream, TcpStream) + Clone + Send + 'static,
+) -> Result<SocketAddr> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     let addr = l.local_addr()?;
     std::thread::spawn(move || {
@@ -169,11 +182,36 @@ pub fn plain_relay(upstream: String) -> Result<SocketAddr> {
             let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
                 continue;
             };
-            std::thread::spawn(move || pipe(down, up));
-            std::thread::spawn(move || pipe(up2, down2));
+            let (p1, p2) = (pipe.clone(), pipe.clone());
+            std::thread::spawn(move || p1(down, up));
+            std::thread::spawn(move || p2(up2, down2));
         }
     });
     Ok(addr)
+}
+
+fn delayed_pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    std::thread::spawn(move || {
+        for (due, bytes) in rx {
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            if bytes.is_empty() || to.write_all(&bytes).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).unwrap_or(0);
+        if tx
+            .send((Instant::now() + delay, buf[..n].to_vec()))
+            .is_err()
+            || n == 0
+        {
+            break;
+        }
+    }
 }
 
 fn pipe(mut from: TcpStream, mut to: TcpStream) {

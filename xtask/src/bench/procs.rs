@@ -1,7 +1,7 @@
 //! Starting the gateway and agent processes for a benchmark run.
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -193,6 +193,17 @@ pub fn agents(http: &str) -> Result<Vec<String>> {
                 .collect()
         })
         .unwrap_or_default())
+}
+
+/// The tunnel's idle round trip the gateway reports for `agent_id`, once it has one.
+pub fn agent_rtt_ms(http: &str, agent_id: &str) -> Option<f64> {
+    let v: serde_json::Value = ureq::get(&format!("http://{http}/api/v1/agents/{agent_id}"))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_json()
+        .ok()?;
+    v["rtt_ms"].as_f64()
 }
 
 /// Creates a relay port on the gateway for `agent_id` → `target`.
