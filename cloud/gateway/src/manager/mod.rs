@@ -484,6 +484,7 @@ mod tests {
             streams: 0,
             bytes_in: 0,
             bytes_out: 0,
+            rtt_ms: None,
             inventory: urls
                 .iter()
                 .map(|u| EndpointView {
