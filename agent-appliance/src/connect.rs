@@ -258,7 +258,8 @@ impl Agent {
                 peer_initial_window: ack.initial_window,
                 heartbeat_interval: heartbeat,
                 ..MuxConfig::new(Role::Agent)
-            },
+            }
+            .for_peer_version(ack.version),
             Instant::now(),
         );
         let (tunnel, driver) = Tunnel::new(session.io, mux, SmolTimer);

@@ -292,7 +292,8 @@ fn hello_goaway_reconnect_then_relay() {
                 peer_initial_window: hello.initial_window,
                 heartbeat_interval: Duration::from_millis(200),
                 ..MuxConfig::new(Role::Gateway)
-            },
+            }
+            .for_peer_version(1),
             std::time::Instant::now(),
         );
         let (tunnel, driver) = Tunnel::new(tls, mux, SmolTimer);
@@ -400,6 +401,94 @@ fn hello_goaway_reconnect_then_relay() {
 
         tunnel.close("test done");
         driver.await;
+        drop(runner);
+    });
+}
+
+/// A gateway built before protocol version 2 grants credit only once a quarter of
+/// its window is released. An agent that capped each of two streams at the shared
+/// window (32 KiB plus 1 Gbit/s times the round trip) below that would wait for the
+/// credit forever: towards a version-1 gateway it must send its whole window. (The
+/// 8 MiB window puts that quarter far above any cap a slow machine's round trip
+/// could produce.)
+#[test]
+fn a_protocol_1_gateway_gets_the_whole_window_while_streams_share_the_connection() {
+    run(async {
+        let pki = pki();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let echo = echo_server().await;
+        let (listener, acceptor) = gateway(&pki, false).await;
+        let port = listener.local_addr().unwrap().port();
+        let target = format!("127.0.0.1:{echo}");
+        let cfg = agent_config(
+            port,
+            &["--ca-file", ca.to_str().unwrap()],
+            &dir.path().join("state"),
+            std::slice::from_ref(&target),
+        );
+        let agent = Arc::new(make_agent(cfg));
+        let runner = {
+            let agent = agent.clone();
+            smol::spawn(async move { agent.run().await })
+        };
+        let (mut tls, hello, id) = accept_agent(&listener, &acceptor).await;
+        assert!(hello.max_version >= 2);
+        const WINDOW: u32 = 8 * 1024 * 1024;
+        send(
+            &mut tls,
+            frame::Kind::HelloAck(pb::HelloAck {
+                version: 1,
+                capabilities: vec![],
+                heartbeat_interval_ms: 1000,
+                initial_window: WINDOW,
+                agent_id: id,
+            }),
+        )
+        .await;
+        let mux = Mux::new(
+            MuxConfig {
+                initial_window: WINDOW,
+                peer_initial_window: hello.initial_window,
+                ..MuxConfig::new(Role::Gateway)
+            }
+            .for_peer_version(1),
+            std::time::Instant::now(),
+        );
+        let (tunnel, driver) = Tunnel::new(tls, mux, SmolTimer);
+        let _driver = smol::spawn(driver);
+
+        // A second stream stays open, so the connection is shared throughout.
+        let mut console = tunnel.open(StreamKind::Tcp, &target).await.unwrap();
+        console.write_all(b"k").await.unwrap();
+        let mut k = [0u8; 1];
+        console.read_exact(&mut k).await.unwrap();
+
+        // 4 MB through the echo: the agent sends it all back to the gateway.
+        let payload: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
+        let bulk = tunnel.open(StreamKind::Tcp, &target).await.unwrap();
+        let (mut rd, mut wr) = futures_lite::io::split(bulk);
+        let writer = smol::spawn({
+            let payload = payload.clone();
+            async move {
+                wr.write_all(&payload).await.unwrap();
+                wr.close().await.unwrap();
+            }
+        });
+        let mut back = Vec::new();
+        let read = rd.read_to_end(&mut back);
+        let stalled = async {
+            smol::Timer::after(Duration::from_secs(10)).await;
+            panic!("the echo stalled: the agent held its stream to a version-1 gateway");
+        };
+        futures_lite::future::or(read, stalled).await.unwrap();
+        writer.await;
+        assert!(back == payload, "echo differs");
+        console.write_all(b"x").await.unwrap();
+        console.read_exact(&mut k).await.unwrap();
+        assert_eq!(&k, b"x");
+        tunnel.close("test done");
         drop(runner);
     });
 }

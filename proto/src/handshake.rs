@@ -134,7 +134,12 @@ mod tests {
     fn negotiates_highest_common() {
         assert_eq!(negotiate(&h(1, 1)), Ok(1));
         assert_eq!(negotiate(&h(1, 9)), Ok(PROTOCOL_VERSION));
-        assert!(negotiate(&h(2, 9)).is_err());
+        assert_eq!(
+            negotiate(&h(1, 1)),
+            Ok(1),
+            "a version-1 agent is still served"
+        );
+        assert!(negotiate(&h(PROTOCOL_VERSION + 1, 9)).is_err());
         assert!(negotiate(&h(3, 2)).is_err());
         assert!(negotiate(&h(0, 0)).is_err());
     }

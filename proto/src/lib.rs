@@ -26,6 +26,15 @@ pub mod pb {
 }
 
 /// The highest protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// - 1: the first wire protocol.
+/// - 2: the same frames; a receiver also grants credit under the shared window
+///   ([`mux::MuxConfig::shared_window`]), so a sender may cap each stream while
+///   streams share the connection. A version-1 receiver grants only at a quarter of
+///   its window, so a sender capped below that would wait forever: the cap is on
+///   only when both ends speak version 2 ([`mux::MuxConfig::for_peer_version`]).
+pub const PROTOCOL_VERSION: u32 = 2;
+/// The first protocol version whose receivers grant credit under the shared window.
+pub const SHARED_WINDOW_VERSION: u32 = 2;
 /// The lowest protocol version this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;

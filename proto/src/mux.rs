@@ -67,7 +67,8 @@ pub struct MuxConfig {
     /// round trip of the connection (measured with heartbeats), so on a long path
     /// it gets out of the way of throughput: a queue builds up only where the cap
     /// exceeds what the path holds. Clamped to at least 1 KiB; at or above the
-    /// window it changes nothing.
+    /// window it changes nothing. 0 turns the cap off, as it must be towards a peer
+    /// that speaks protocol version 1 (see [`MuxConfig::for_peer_version`]).
     pub shared_window: u32,
     /// Bytes per second by which [`shared_window`](Self::shared_window) grows per
     /// second of idle round-trip time.
@@ -103,6 +104,20 @@ impl MuxConfig {
             shared_window: DEFAULT_SHARED_WINDOW,
             shared_rate: DEFAULT_SHARED_RATE,
         }
+    }
+}
+
+impl MuxConfig {
+    /// This configuration for a connection whose hello settled on protocol
+    /// `version`: towards a version-1 peer the shared window is off, because that
+    /// peer grants credit only once a quarter of its window is released and a sender
+    /// capped below that would stall (see [`crate::SHARED_WINDOW_VERSION`]).
+    #[must_use]
+    pub fn for_peer_version(mut self, version: u32) -> Self {
+        if version < crate::SHARED_WINDOW_VERSION {
+            self.shared_window = 0;
+        }
+        self
     }
 }
 
@@ -348,7 +363,9 @@ impl Mux {
         cfg.max_chunk = cfg.max_chunk.clamp(1, MAX_CHUNK);
         cfg.heartbeat_interval = cfg.heartbeat_interval.max(Duration::from_millis(1));
         cfg.dead_after_intervals = cfg.dead_after_intervals.max(1);
-        cfg.shared_window = cfg.shared_window.max(MIN_SHARED_WINDOW);
+        if cfg.shared_window != 0 {
+            cfg.shared_window = cfg.shared_window.max(MIN_SHARED_WINDOW);
+        }
         let next_local_id = match cfg.role {
             Role::Gateway => 1,
             Role::Agent => 2,
@@ -756,7 +773,7 @@ impl Mux {
     /// connection ([`MuxConfig::shared_window`] plus [`MuxConfig::shared_rate`] times
     /// the idle round trip), or `None` for a lone stream.
     fn shared_cap(&self) -> Option<u64> {
-        if self.streams.len() < 2 {
+        if self.streams.len() < 2 || self.cfg.shared_window == 0 {
             return None;
         }
         let extra = self.idle_rtt().map_or(0, |rtt| {

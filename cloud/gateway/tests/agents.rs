@@ -31,7 +31,7 @@ async fn agent_connects_is_listed_and_reports_inventory() {
     let id = AgentIdentity::generate();
     let agent = connect_agent(&gw, &id).await.unwrap();
     assert_eq!(agent.ack.agent_id, id.agent_id);
-    assert_eq!(agent.ack.version, 1);
+    assert_eq!(agent.ack.version, outband_proto::PROTOCOL_VERSION);
     assert_eq!(agent.ack.heartbeat_interval_ms, 5000);
     assert_eq!(agent.ack.initial_window, 256 * 1024);
     gw.logs

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{AgentIdentity, TestGateway, connect_agent, echo_server};
+use common::{AgentIdentity, TestGateway, connect_agent, connect_agent_speaking, echo_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -13,6 +13,25 @@ async fn create_relay(gw: &TestGateway, agent_id: &str, target: &str) -> serde_j
     let (status, resp) = gw.http("POST", "/api/v1/relays", Some(&body)).await;
     assert_eq!(status, 201, "{resp}");
     serde_json::from_str(&resp).unwrap()
+}
+
+/// Sends `payload` through the relay at `listen` to an echo server and half-closes;
+/// the echo must come back whole within 10 s (else `stalled`).
+async fn echo_through(listen: &str, payload: &[u8], stalled: &str) {
+    let mut tcp = TcpStream::connect(listen).await.unwrap();
+    let (mut r, mut w) = tcp.split();
+    let send = async {
+        w.write_all(payload).await.unwrap();
+        // Half-close: the echo server sees EOF only if it travels through the stream.
+        w.shutdown().await.unwrap();
+    };
+    let mut echoed = Vec::new();
+    let recv = r.read_to_end(&mut echoed);
+    let (_, n) = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(send, recv) })
+        .await
+        .expect(stalled);
+    assert_eq!(n.unwrap(), payload.len());
+    assert!(echoed == payload, "echoed bytes differ");
 }
 
 #[tokio::test]
@@ -29,20 +48,7 @@ async fn relay_carries_bytes_both_ways_and_passes_half_close() {
 
     // More than the windows (64 KiB agent, 256 KiB gateway), so flow control runs.
     let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    let mut tcp = TcpStream::connect(&listen).await.unwrap();
-    let (mut r, mut w) = tcp.split();
-    let send = async {
-        w.write_all(&payload).await.unwrap();
-        // Half-close: the echo server sees EOF only if it travels through the stream.
-        w.shutdown().await.unwrap();
-    };
-    let mut echoed = Vec::new();
-    let recv = r.read_to_end(&mut echoed);
-    let (_, n) = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(send, recv) })
-        .await
-        .expect("relay finished");
-    assert_eq!(n.unwrap(), payload.len());
-    assert!(echoed == payload, "echoed bytes differ");
+    echo_through(&listen, &payload, "relay did not finish").await;
 
     // A second connection on the same relay works too.
     let mut tcp = TcpStream::connect(&listen).await.unwrap();
@@ -81,6 +87,45 @@ async fn relay_carries_bytes_both_ways_and_passes_half_close() {
         TcpStream::connect(&listen).await.is_err(),
         "relay still listening"
     );
+    gw.stop().await;
+}
+
+/// An agent built before protocol version 2 grants credit only once a quarter of its
+/// window is released; a gateway that capped each of two streams at the shared
+/// window (32 KiB plus 1 Gbit/s times the round trip) below that would wait for the
+/// credit forever. It must negotiate version 1 and send such an agent its whole
+/// window. (An 8 MiB window puts the quarter far above any cap a slow test machine's
+/// round trip could produce.)
+#[tokio::test]
+async fn a_protocol_1_agent_gets_its_whole_window_while_streams_share_the_connection() {
+    let gw = TestGateway::start(|_| {}).await;
+    let id = AgentIdentity::generate();
+    let agent = connect_agent_speaking(&gw, &id, 1, 8 * 1024 * 1024)
+        .await
+        .unwrap();
+    assert_eq!(agent.ack.version, 1);
+    let echo = echo_server().await;
+    let relay = create_relay(&gw, &id.agent_id, &format!("vnc://{echo}")).await;
+    let listen = relay["listen"].as_str().unwrap().to_owned();
+
+    // A second stream stays open, so the connection is shared throughout.
+    let mut console = TcpStream::connect(&listen).await.unwrap();
+    console.write_all(b"k").await.unwrap();
+    let mut k = [0u8; 1];
+    console.read_exact(&mut k).await.unwrap();
+
+    let payload: Vec<u8> = (0..4_000_000u32).map(|i| (i % 253) as u8).collect();
+    echo_through(
+        &listen,
+        &payload,
+        "bulk beside a console stalled: the gateway held a version-1 agent's stream",
+    )
+    .await;
+
+    // The console stream still answers.
+    console.write_all(b"x").await.unwrap();
+    console.read_exact(&mut k).await.unwrap();
+    assert_eq!(&k, b"x");
     gw.stop().await;
 }
 

@@ -31,7 +31,8 @@ pub async fn run(
         heartbeat_interval: settings.heartbeat_interval,
         shared_window: settings.shared_window,
         ..MuxConfig::new(Role::Gateway)
-    };
+    }
+    .for_peer_version(est.version);
     let mux = Mux::new(cfg, Instant::now());
     let (tunnel, driver) = Tunnel::new(est.io, mux, TokioTimer);
     let info = AgentInfo {

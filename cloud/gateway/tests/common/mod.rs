@@ -302,23 +302,37 @@ impl outband_tunnel::Timer for Timer {
 
 /// Connects, says hello and serves streams by relaying to TCP targets.
 pub async fn connect_agent(gw: &TestGateway, id: &AgentIdentity) -> Result<TestAgent, String> {
+    connect_agent_speaking(gw, id, outband_proto::PROTOCOL_VERSION, 64 * 1024).await
+}
+
+/// [`connect_agent`] as an agent that speaks protocol versions up to `max_version`
+/// and grants a `window`-byte receive window per stream. Its multiplexer behaves as
+/// the negotiated version says (at version 1: no shared window, credit granted at a
+/// quarter of the window, as agents built before version 2 do).
+pub async fn connect_agent_speaking(
+    gw: &TestGateway,
+    id: &AgentIdentity,
+    max_version: u32,
+    window: u32,
+) -> Result<TestAgent, String> {
     let mut io = tls_connect(gw, Some(id)).await.map_err(|e| e.to_string())?;
-    let answer = hello_exchange(
-        &mut io,
-        handshake::hello("test-agent 0.0.1", &id.pairing_code, 64 * 1024),
-    )
-    .await?;
+    let mut hello = handshake::hello("test-agent 0.0.1", &id.pairing_code, window);
+    if let Some(frame::Kind::Hello(h)) = &mut hello.kind {
+        h.max_version = max_version;
+    }
+    let answer = hello_exchange(&mut io, hello).await?;
     let ack = match answer.kind {
         Some(frame::Kind::HelloAck(ack)) => ack,
         Some(frame::Kind::GoAway(g)) => return Err(format!("go away: {}", g.reason)),
         other => return Err(format!("unexpected answer {other:?}")),
     };
     let cfg = MuxConfig {
-        initial_window: 64 * 1024,
+        initial_window: window,
         peer_initial_window: ack.initial_window,
         heartbeat_interval: Duration::from_millis(ack.heartbeat_interval_ms.into()),
         ..MuxConfig::new(Role::Agent)
-    };
+    }
+    .for_peer_version(ack.version);
     let (tunnel, driver) = Tunnel::new(io, Mux::new(cfg, Instant::now()), Timer);
     let driver = tokio::spawn(driver);
     let server = tokio::spawn(serve_streams(tunnel.clone()));
