@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::rt::net::TcpStream;
 use futures_rustls::TlsConnector;
 use futures_rustls::client::TlsStream;
 use outband_proto::codec::{DEFAULT_MAX_FRAME_LEN, FrameDecoder};
@@ -19,7 +20,6 @@ use outband_proto::pb::{self, frame};
 use outband_proto::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, handshake};
 use outband_tunnel::{FrameIoError, ReadAhead, Timer, Tunnel};
 use rustls::ClientConfig;
-use smol::net::TcpStream;
 
 use crate::config::Config;
 use crate::identity::Identity;

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::rt::net::TcpStream;
 use futures_lite::{AsyncRead, AsyncWrite};
 use outband_proto::pb::{
     AgentInfoReply, CloseCode, Endpoint, EndpointSource, ErrorReply, InventoryReport,
@@ -23,7 +24,6 @@ use outband_proto::pb::{
 };
 use outband_tunnel::{Incoming, PendingStream, Stream, Tunnel};
 use smol::channel::{Receiver, Sender};
-use smol::net::TcpStream;
 
 use crate::target::{AllowList, Scheme, Target};
 
@@ -328,7 +328,7 @@ async fn handle_stream(pending: PendingStream, ctx: Arc<RelayContext>, conn: Con
 /// TCP connect (trying every resolved address) with a timeout, `TCP_NODELAY` set.
 /// A timeout is reported as `ErrorKind::TimedOut`.
 pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream> {
-    let connect = TcpStream::connect((host, port));
+    let connect = TcpStream::connect(host, port);
     let timed_out = async {
         smol::Timer::after(timeout).await;
         Err(io::Error::new(

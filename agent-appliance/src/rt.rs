@@ -9,10 +9,21 @@
 //! that hop and one thread's stack (latency A/B runs on the 2-core VM were within its
 //! noise; see docs/benchmarks.md). Blocking work (the Redfish client) still goes to `smol::unblock`.
 //!
+//! The sockets on the tunnel's path ([`net::TcpStream`]: the gateway connection and
+//! the relays' BMC connections) are registered with a reactor of our own
+//! ([`reactor`]), which this thread waits in. The rest (timers, UDP, the status page)
+//! stays on smol's types, driven by async-io's own thread, which wakes our tasks.
+//!
 //! Use [`spawn`] for agent tasks and [`block_on`] to drive them (the binary's `main`,
 //! and tests that run agent code).
 
+pub mod net;
+mod reactor;
+
 use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
 
 use smol::{Executor, Task};
 
@@ -30,16 +41,15 @@ pub fn spawn<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static
 /// readable for a keystroke's stream waited for 200 polls of bulk work.
 const TICKS_PER_REACTOR_POLL: usize = 4;
 
-/// Runs `future` to completion on this thread, running the agent's tasks and polling
-/// the I/O reactor while it waits.
+/// Runs `future` to completion on this thread, running the agent's tasks and waiting
+/// in the agent's reactor while nothing is runnable.
 pub fn block_on<T>(future: impl Future<Output = T>) -> T {
     let tasks = async {
         let mut since_reactor = 0;
         loop {
             // A tick that finds no runnable task is pending: `block_on` then waits on
             // the reactor anyway, so the count starts again. Only a run of ticks that
-            // never waited needs the extra look below (each look is five syscalls
-            // with async-io's epoll backend, so a round trip should not pay for one).
+            // never waited needs the extra look below.
             let mut tick = std::pin::pin!(EXECUTOR.tick());
             std::future::poll_fn(|cx| {
                 let res = tick.as_mut().poll(cx);
@@ -53,12 +63,24 @@ pub fn block_on<T>(future: impl Future<Output = T>) -> T {
             if since_reactor >= TICKS_PER_REACTOR_POLL {
                 since_reactor = 0;
                 // Pending once, woken at once: `block_on` then processes ready I/O
-                // events (a zero-timeout poll) before it polls us again.
+                // events (a zero-timeout wait) before it polls us again.
                 futures_lite::future::yield_now().await;
             }
         }
     };
-    smol::block_on(futures_lite::future::or(future, tasks))
+    let mut main = pin!(futures_lite::future::or(future, tasks));
+    let signal = reactor::Signal::for_current_thread();
+    let waker = Waker::from(signal.clone());
+    let mut cx = Context::from_waker(&waker);
+    let reactor = reactor::Reactor::get();
+    loop {
+        if signal.woken.swap(false, Ordering::SeqCst)
+            && let Poll::Ready(v) = main.as_mut().poll(&mut cx)
+        {
+            return v;
+        }
+        reactor.wait(&signal);
+    }
 }
 
 #[cfg(test)]
