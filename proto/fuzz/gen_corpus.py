@@ -102,8 +102,9 @@ def p_data(i, units, fin=False):
     return bytes([4, i, units | (0x80 if fin else 0)])
 
 
-def p_window(i, b):
-    return bytes([6, i, b])
+def p_window(i, b, raise_to=0):
+    # raise_to: 0 for a plain grant, else 0xC0 + n raises the window to n << 19.
+    return bytes([6, i, b, raise_to])
 
 
 def p_close(i):
@@ -165,6 +166,8 @@ def mux_seeds(rng):
     s["data_after_peer_close"] = opened + p_close(2) + p_data(2, 1)
     s["data_exceeding_window"] = opened + p_data(2, 100) + p_data(2, 100)
     s["window_overflow"] = ours + p_window(1, 0xFF) + p_window(1, 0xFF)
+    s["window_raised"] = ours + p_window(1, 100, 0xC1) + l_send(1, 2500) + p_window(1, 200)
+    s["window_raised_over_limit"] = ours + p_window(1, 1, 0xFF)
     s["accept_unknown"] = p_accept(5)
     s["accept_twice"] = ours + p_accept(1)
     s["refuse_peer_stream"] = opened + bytes([3, 2, 1])

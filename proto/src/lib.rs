@@ -33,8 +33,14 @@ pub mod pb {
 ///   streams share the connection. A version-1 receiver grants only at a quarter of
 ///   its window, so a sender capped below that would wait forever: the cap is on
 ///   only when both ends speak version 2 ([`mux::MuxConfig::for_peer_version`]).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// - 3: a receiver may raise a stream's window (`WindowUpdate.window`) when the
+///   stream moves a whole window per round trip ([`mux::MuxConfig::max_window`]).
+///   An older sender counts credit beyond the window it knows as a violation, so
+///   windows grow only when both ends speak version 3.
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The first protocol version whose receivers grant credit under the shared window.
 pub const SHARED_WINDOW_VERSION: u32 = 2;
+/// The first protocol version whose senders accept a raised window.
+pub const WINDOW_GROWTH_VERSION: u32 = 3;
 /// The lowest protocol version this build still speaks.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;

@@ -70,9 +70,25 @@ pub struct MuxConfig {
     /// window it changes nothing. 0 turns the cap off, as it must be towards a peer
     /// that speaks protocol version 1 (see [`MuxConfig::for_peer_version`]).
     pub shared_window: u32,
-    /// Bytes per second by which [`shared_window`](Self::shared_window) grows per
-    /// second of idle round-trip time.
+    /// The rate, in bytes per second, one stream is sized for: the shared window
+    /// grows by it times the idle round trip, and a lone stream's window grows (see
+    /// [`max_window`](Self::max_window)) only while it is below twice what this
+    /// rate fills in a round trip.
     pub shared_rate: u64,
+    /// The largest receive window a stream grows to. A lone stream whose receiver
+    /// releases a whole window within two idle round trips of the connection is
+    /// held back by its window, not by the path or the application: its window
+    /// doubles (sent with the next grant), up to this, and only while it is below
+    /// twice what [`shared_rate`](Self::shared_rate) fills in a round trip: on a
+    /// short path the window is not what limits a stream (bursts of releases after
+    /// a scheduling delay look fast there, and a grown window would only queue
+    /// bytes ahead of other streams). A slow consumer releases slowly and never
+    /// grows its window, so the bytes buffered per stream stay bounded by what the
+    /// application keeps up with. While streams share the
+    /// connection a window grows only while it is below the shared cap. At or below
+    /// [`initial_window`](Self::initial_window) windows stay fixed, as they must
+    /// towards a peer below protocol version 3.
+    pub max_window: u32,
 }
 
 /// Largest `max_chunk`: a data frame with this much payload still fits in
@@ -103,6 +119,7 @@ impl MuxConfig {
             dead_after_intervals: 3,
             shared_window: DEFAULT_SHARED_WINDOW,
             shared_rate: DEFAULT_SHARED_RATE,
+            max_window: DEFAULT_MAX_WINDOW,
         }
     }
 }
@@ -112,14 +129,23 @@ impl MuxConfig {
     /// `version`: towards a version-1 peer the shared window is off, because that
     /// peer grants credit only once a quarter of its window is released and a sender
     /// capped below that would stall (see [`crate::SHARED_WINDOW_VERSION`]).
+    /// Windows stay fixed towards a peer below version 3 (it would count the raised
+    /// credit as a violation, see [`crate::WINDOW_GROWTH_VERSION`]).
     #[must_use]
     pub fn for_peer_version(mut self, version: u32) -> Self {
         if version < crate::SHARED_WINDOW_VERSION {
             self.shared_window = 0;
         }
+        if version < crate::WINDOW_GROWTH_VERSION {
+            self.max_window = 0;
+        }
         self
     }
 }
+
+/// Default [`MuxConfig::max_window`]: 8 MiB, a stream's worth of 1.3 Gbit/s over a
+/// 50 ms round trip.
+pub const DEFAULT_MAX_WINDOW: u32 = 8 * 1024 * 1024;
 
 /// Default [`MuxConfig::shared_window`].
 pub const DEFAULT_SHARED_WINDOW: u32 = 32 * 1024;
@@ -265,6 +291,10 @@ struct Stream {
     /// Released bytes not yet re-granted.
     recv_to_grant: u64,
     recv_window: u32,
+    /// When this stream's current window-growth epoch began (its first grant after
+    /// the last check), and how much it has granted since.
+    tune_since: Option<Instant>,
+    tune_granted: u64,
     recv_fin: bool,
     /// The application let go of the stream after finishing it: deliver the queued
     /// data and fin, drop incoming data, then close unless the peer finished too.
@@ -290,7 +320,12 @@ impl Stream {
     /// sent is released and the peer can send no more: its window is used up, or
     /// streams share the connection and the peer may be held at its own cap, which
     /// may be smaller than ours.
-    fn take_grant(&mut self, id: StreamId, cap: Option<u64>) -> Option<Frame> {
+    fn take_grant(
+        &mut self,
+        id: StreamId,
+        cap: Option<u64>,
+        growth: Option<Growth>,
+    ) -> Option<Frame> {
         let window = u64::from(self.recv_window);
         let outstanding = window.saturating_sub(self.recv_remaining);
         let grant = self.recv_to_grant.min(outstanding);
@@ -301,12 +336,43 @@ impl Stream {
         }
         self.recv_remaining += grant;
         self.recv_to_grant -= grant;
+        // A stream sharing the connection is held by the shared cap once its window
+        // reaches it: it grows only while the window is below the cap (a long
+        // path, where the cap has grown with the round trip).
+        let raised = growth
+            .filter(|_| cap.is_none_or(|c| u64::from(self.recv_window) < c))
+            .and_then(|g| self.grow(grant, g));
+        let raise = raised.map_or(0, |w| w - self.recv_window);
+        if let Some(w) = raised {
+            self.recv_window = w;
+            self.recv_remaining += u64::from(raise);
+        }
         Some(Frame {
             kind: Some(frame::Kind::Window(pb::WindowUpdate {
                 stream_id: id,
-                increment: u32::try_from(grant).unwrap_or(u32::MAX),
+                increment: u32::try_from(grant + u64::from(raise)).unwrap_or(u32::MAX),
+                window: raised.unwrap_or(0),
             })),
         })
+    }
+
+    /// Counts `granted` bytes into the growth epoch; once a whole window was granted,
+    /// returns the doubled window if that took less than two round trips (the
+    /// sender moved a window per round trip: the window held it back), and starts a
+    /// new epoch.
+    fn grow(&mut self, granted: u64, g: Growth) -> Option<u32> {
+        let since = *self.tune_since.get_or_insert(g.now);
+        self.tune_granted += granted;
+        if self.tune_granted < u64::from(self.recv_window) {
+            return None;
+        }
+        self.tune_since = Some(g.now);
+        self.tune_granted = 0;
+        let fast = g.now.saturating_duration_since(since) < 2 * g.rtt;
+        (fast
+            && self.recv_window < g.max_window
+            && u64::from(self.recv_window) < g.worth_growing_below)
+            .then(|| self.recv_window.saturating_mul(2).min(g.max_window))
     }
 
     fn new(recv_window: u32, send_credit: u32) -> Self {
@@ -325,10 +391,23 @@ impl Stream {
             recv_remaining: recv_window.into(),
             recv_to_grant: 0,
             recv_window,
+            tune_since: None,
+            tune_granted: 0,
             recv_fin: false,
             detached: false,
         }
     }
+}
+
+/// What a receiver needs to grow a stream's window: the time, the connection's idle
+/// round trip, the largest window, and the window below which growth may still
+/// help (twice what the sized-for rate fills in a round trip).
+#[derive(Debug, Clone, Copy)]
+struct Growth {
+    now: Instant,
+    rtt: Duration,
+    max_window: u32,
+    worth_growing_below: u64,
 }
 
 /// The multiplexer state machine for one connection.
@@ -366,6 +445,7 @@ impl Mux {
         if cfg.shared_window != 0 {
             cfg.shared_window = cfg.shared_window.max(MIN_SHARED_WINDOW);
         }
+        cfg.max_window = cfg.max_window.min(MAX_WINDOW);
         let next_local_id = match cfg.role {
             Role::Gateway => 1,
             Role::Agent => 2,
@@ -712,6 +792,17 @@ impl Mux {
         let Some(s) = self.peer_stream(id, "window update")? else {
             return Ok(());
         };
+        if w.window != 0 {
+            // A raised window (version 3): never smaller, never over the limit.
+            let raised = u64::from(w.window);
+            if raised < s.send_window || w.window > MAX_WINDOW {
+                return Err(format!(
+                    "stream {id} window set to {} bytes: below its window of {} or over {MAX_WINDOW}",
+                    w.window, s.send_window
+                ));
+            }
+            s.send_window = raised;
+        }
         s.send_credit = s.send_credit.saturating_add(w.increment.into());
         // Credit beyond the granted window would let us queue without bound.
         if s.send_credit > s.send_window {
@@ -781,6 +872,22 @@ impl Mux {
             u64::try_from(bytes).unwrap_or(u64::MAX)
         });
         Some(u64::from(self.cfg.shared_window).saturating_add(extra))
+    }
+
+    /// What window growth needs now, if windows may grow and a round trip has been
+    /// measured.
+    fn growth(&self, now: Instant) -> Option<Growth> {
+        if self.cfg.max_window <= self.cfg.initial_window {
+            return None;
+        }
+        let rtt = self.idle_rtt()?;
+        let per_rtt = u128::from(self.cfg.shared_rate) * rtt.as_nanos() / 1_000_000_000;
+        Some(Growth {
+            now,
+            rtt,
+            max_window: self.cfg.max_window,
+            worth_growing_below: u64::try_from(2 * per_rtt).unwrap_or(u64::MAX),
+        })
     }
 
     /// The connection's round trip when nothing queues on it: the smallest of the
@@ -971,10 +1078,12 @@ impl Mux {
         Ok(())
     }
 
-    /// Returns `n` consumed bytes of received data to the peer as credit, in batched
-    /// window updates (see `Stream::take_grant`).
-    pub fn release(&mut self, id: StreamId, n: usize) {
+    /// Returns `n` bytes the application consumed at `now` to the peer as credit, in
+    /// batched window updates (see `Stream::take_grant`); a stream that consumes a
+    /// whole window per round trip gets a larger one ([`MuxConfig::max_window`]).
+    pub fn release(&mut self, id: StreamId, n: usize, now: Instant) {
         let cap = self.shared_cap();
+        let growth = self.growth(now);
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
@@ -982,7 +1091,7 @@ impl Mux {
             return;
         }
         s.recv_to_grant = (s.recv_to_grant + n as u64).min(u64::from(s.recv_window));
-        if let Some(f) = s.take_grant(id, cap) {
+        if let Some(f) = s.take_grant(id, cap, growth) {
             self.control.push_back(f);
         }
     }
@@ -997,7 +1106,7 @@ impl Mux {
         let cap = self.shared_cap();
         for (&id, s) in &mut self.streams {
             if !(s.closing || s.recv_fin || s.detached)
-                && let Some(f) = s.take_grant(id, cap)
+                && let Some(f) = s.take_grant(id, cap, None)
             {
                 self.control.push_back(f);
             }

@@ -133,6 +133,7 @@ fn mux_corpus() {
         ("data_after_peer_close", "closed stream 2"),
         ("data_exceeding_window", "exceeded its window"),
         ("window_overflow", "beyond its window"),
+        ("window_raised_over_limit", "window set to 33030144 bytes"),
         ("accept_unknown", "unknown stream 5"),
         ("accept_twice", "not opening"),
         ("refuse_peer_stream", "not opening"),
@@ -155,6 +156,7 @@ fn mux_corpus() {
         "heartbeats_answered",
         "request_reply_inventory",
         "happy_send_and_release",
+        "window_raised",
         "close_crossing_fin",
         "detach_after_finish",
         "close_then_in_flight_data",
@@ -197,6 +199,7 @@ fn random_frame(rng: &mut StdRng) -> Frame {
         2 => Kind::Window(pb::WindowUpdate {
             stream_id: id,
             increment: rng.random(),
+            window: 0,
         }),
         3 => Kind::Open(pb::StreamOpen {
             stream_id: id,

@@ -232,8 +232,22 @@ fn window() {
         frame(Kind::Window(pb::WindowUpdate {
             stream_id: 9,
             increment: 32_768,
+            window: 0,
         })),
         "00000008 4206080910808002",
+    );
+}
+
+/// Version 3: a grant that raises the stream's window.
+#[test]
+fn window_raised() {
+    golden(
+        frame(Kind::Window(pb::WindowUpdate {
+            stream_id: 9,
+            increment: 32_768,
+            window: 524_288,
+        })),
+        "0000000c 420a08091080800218808020",
     );
 }
 

@@ -188,12 +188,12 @@ fn sender_never_exceeds_window_and_gets_writable_after_release() {
     );
 
     // Releasing less than a quarter of the window sends no update yet.
-    p.ag.mux.release(id, 100);
+    p.ag.mux.release(id, 100, p.now);
     p.drive();
     assert!(!p.sent_kinds(Side::Ag).contains(&"window"));
     assert_eq!(p.gw.mux.send_capacity(id), 0);
 
-    p.ag.mux.release(id, 900);
+    p.ag.mux.release(id, 900, p.now);
     p.drive();
     assert!(p.sent_kinds(Side::Ag).contains(&"window"));
     assert_eq!(p.events(Side::Gw), vec![Event::Writable { id }]);
@@ -630,6 +630,189 @@ fn the_shared_window_grows_with_the_idle_round_trip() {
     assert_eq!(p.gw.mux.send_capacity(bulk), 16 * 1024 + 1_000);
 }
 
+// ------------------------------------------------------------- window growth
+
+/// 64 KiB windows that may grow to `max_window`, and a 20 ms round trip measured by
+/// the receiver (the agent end).
+fn growth_pair(max_window: u32) -> Pair {
+    growth_pair_rtt(max_window, Duration::from_millis(20))
+}
+
+fn growth_pair_rtt(max_window: u32, rtt: Duration) -> Pair {
+    let grows = |role| outband_proto::mux::MuxConfig {
+        max_window,
+        ..cfg(role)
+    };
+    with_agent_rtt(Pair::with(grows(Role::Gateway), grows(Role::Agent)), rtt)
+}
+
+/// Lets the agent end measure an idle round trip of `rtt` with its first heartbeat.
+fn with_agent_rtt(mut p: Pair, rtt: Duration) -> Pair {
+    p.advance(Duration::ZERO);
+    p.drive_one_way(Side::Ag);
+    p.now += rtt;
+    p.drive();
+    assert_eq!(p.ag.mux.idle_rtt(), Some(rtt));
+    p
+}
+
+/// One round trip of a stream the gateway sends on as fast as its credit allows:
+/// it sends all its credit, the data arrives half a round trip later and is
+/// released `pieces` bytes at a time, `gap` apart; the grants arrive half a round
+/// trip after that. Returns the credit the sender had at the start.
+fn send_one_round(p: &mut Pair, id: u32, pieces: usize, gap: Duration) -> usize {
+    let credit = p.gw.mux.send_capacity(id);
+    assert_eq!(p.gw.mux.send(id, &vec![7u8; credit]).unwrap(), credit);
+    p.drive_one_way(Side::Gw);
+    p.now += Duration::from_millis(10);
+    let mut unreleased = 0;
+    for ev in p.events(Side::Ag) {
+        if let Event::Data { id: i, data } = ev {
+            assert_eq!(i, id);
+            unreleased += data.len();
+        }
+    }
+    assert_eq!(unreleased, credit);
+    while unreleased > 0 {
+        let n = pieces.min(unreleased);
+        p.ag.mux.release(id, n, p.now);
+        unreleased -= n;
+        if unreleased > 0 {
+            p.now += gap;
+        }
+    }
+    p.drive_one_way(Side::Ag);
+    p.now += Duration::from_millis(10);
+    p.drive();
+    credit
+}
+
+/// The windows the receiver raised on `id`, in order.
+fn raised_windows(p: &Pair, id: u32) -> Vec<u32> {
+    p.ag.sent
+        .iter()
+        .filter_map(|f| match &f.kind {
+            Some(Kind::Window(w)) if w.stream_id == id && w.window != 0 => Some(w.window),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A lone stream that moves its whole window every round trip is held back by the
+/// window: it doubles each round trip until the largest window, and stays there.
+#[test]
+fn a_window_limited_stream_doubles_its_window_up_to_the_largest() {
+    let mut p = growth_pair(1024 * 1024);
+    let id = p.open_accepted(Side::Gw);
+    let credits: Vec<usize> = (0..6)
+        .map(|_| send_one_round(&mut p, id, 4096, Duration::ZERO))
+        .collect();
+    assert_eq!(
+        credits,
+        [64, 128, 256, 512, 1024, 1024].map(|k| k * 1024),
+        "credit per round trip"
+    );
+    assert_eq!(
+        raised_windows(&p, id),
+        [128, 256, 512, 1024].map(|k| k * 1024)
+    );
+    assert!(p.gw.error.is_none() && p.ag.error.is_none());
+}
+
+/// On a short path (0.1 ms) a window is never what holds a stream back at the rate
+/// windows are sized for (1 Gbit/s fills 12.5 KB per round trip): releases that
+/// come in bursts (a reader back from a scheduling delay) look fast, but the window
+/// stays.
+#[test]
+fn a_fast_stream_on_a_short_path_keeps_its_window() {
+    let mut p = growth_pair_rtt(1024 * 1024, Duration::from_micros(100));
+    let id = p.open_accepted(Side::Gw);
+    for _ in 0..4 {
+        assert_eq!(send_one_round(&mut p, id, 4096, Duration::ZERO), 64 * 1024);
+    }
+    assert_eq!(raised_windows(&p, id), Vec::<u32>::new());
+}
+
+/// A reader that takes longer than two round trips for a window is the limit itself:
+/// a larger window would only buffer more, so it stays.
+#[test]
+fn a_slow_reader_keeps_its_window() {
+    let mut p = growth_pair(1024 * 1024);
+    let id = p.open_accepted(Side::Gw);
+    for _ in 0..4 {
+        // 64 KiB in 16 KiB pieces 15 ms apart: 45 ms per window, over 40.
+        let credit = send_one_round(&mut p, id, 16 * 1024, Duration::from_millis(15));
+        assert_eq!(credit, 64 * 1024);
+    }
+    assert_eq!(raised_windows(&p, id), Vec::<u32>::new());
+}
+
+/// A stream that shares the connection grows only while its window is below the
+/// shared cap (here 256 KiB); towards a peer below version 3 windows never grow.
+#[test]
+fn shared_streams_grow_to_the_cap_and_old_peers_not_at_all() {
+    // Cap: 62,144 + 10 MB/s x 20 ms = 256 KiB.
+    let shared = |role| outband_proto::mux::MuxConfig {
+        max_window: 1024 * 1024,
+        shared_window: 62_144,
+        shared_rate: 10_000_000,
+        ..cfg(role)
+    };
+    let pair = Pair::with(shared(Role::Gateway), shared(Role::Agent));
+    let mut p = with_agent_rtt(pair, Duration::from_millis(20));
+    let id = p.open_accepted(Side::Gw);
+    let _console = p.open_accepted(Side::Ag);
+    let credits: Vec<usize> = (0..5)
+        .map(|_| send_one_round(&mut p, id, 4096, Duration::ZERO))
+        .collect();
+    assert_eq!(credits, [64, 128, 256, 256, 256].map(|k| k * 1024));
+    assert_eq!(raised_windows(&p, id), [128, 256].map(|k| k * 1024));
+
+    let old = cfg(Role::Agent).for_peer_version(2);
+    assert_eq!(old.max_window, 0);
+    let old_peer = outband_proto::mux::MuxConfig {
+        max_window: 1024 * 1024,
+        ..cfg(Role::Agent)
+    }
+    .for_peer_version(2);
+    let pair = Pair::with(cfg(Role::Gateway), old_peer);
+    let mut p = with_agent_rtt(pair, Duration::from_millis(20));
+    let id = p.open_accepted(Side::Gw);
+    for _ in 0..4 {
+        assert_eq!(send_one_round(&mut p, id, 4096, Duration::ZERO), 64 * 1024);
+    }
+    assert_eq!(raised_windows(&p, id), Vec::<u32>::new());
+}
+
+#[test]
+fn a_raised_window_must_not_shrink_or_pass_the_limit() {
+    let w = |window| {
+        frame(Kind::Window(pb::WindowUpdate {
+            stream_id: 1,
+            increment: 0,
+            window,
+        }))
+    };
+    let (m, now) = agent_with_stream();
+    assert_protocol_error(m, now, vec![w(1000)], "below its window of 65536");
+    let (m, now) = agent_with_stream();
+    let over = outband_proto::mux::MAX_WINDOW + 1;
+    assert_protocol_error(m, now, vec![w(over)], "over 16777216");
+    // Raising it is fine, and the credit may then grow up to the new window.
+    let (mut m, now) = agent_with_stream();
+    m.handle_frame(w(1 << 20), now).unwrap();
+    m.handle_frame(
+        frame(Kind::Window(pb::WindowUpdate {
+            stream_id: 1,
+            increment: (1 << 20) - 65536,
+            window: 0,
+        })),
+        now,
+    )
+    .unwrap();
+    assert_eq!(m.send_capacity(1), 1 << 20);
+}
+
 fn is_heartbeat(f: &Frame, reply: bool) -> bool {
     matches!(&f.kind, Some(Kind::Heartbeat(h)) if h.reply == reply)
 }
@@ -852,6 +1035,7 @@ fn window_update_beyond_the_granted_window() {
         frame(Kind::Window(pb::WindowUpdate {
             stream_id: 1,
             increment: inc,
+            window: 0,
         }))
     };
     // Stream 1's credit starts at the peer's initial window (64 KiB), all of it
@@ -1040,6 +1224,7 @@ fn a_close_the_peer_never_acknowledges_is_forgotten() {
         frame(Kind::Window(pb::WindowUpdate {
             stream_id: 1,
             increment: 10,
+            window: 0,
         })),
         now,
     )

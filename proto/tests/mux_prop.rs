@@ -155,7 +155,8 @@ impl Model {
                 let d = self.dirs.entry((key(s.other()), id)).or_default();
                 let n = n.min(d.unreleased);
                 d.unreleased -= n;
-                self.p.mux(s).release(id, n);
+                let now = self.p.now;
+                self.p.mux(s).release(id, n, now);
             }
             Op::Close(s, i) => {
                 if let Some(id) = self.id(i) {
@@ -208,7 +209,8 @@ impl Model {
             for ((sender, id), d) in self.dirs.iter_mut() {
                 let receiver = if *sender { Side::Ag } else { Side::Gw };
                 let n = std::mem::take(&mut d.unreleased);
-                self.p.mux(receiver).release(*id, n);
+                let now = self.p.now;
+                self.p.mux(receiver).release(*id, n, now);
             }
             self.p.drive();
             self.collect(64 * 1024);

@@ -60,6 +60,13 @@ pub struct Cli {
     /// throughput. Default 32768.
     #[arg(long, value_name = "BYTES")]
     pub shared_window: Option<u32>,
+    /// The largest receive window a stream's window grows to, in bytes. A lone
+    /// stream that moves its whole window every round trip (a long path) gets its
+    /// window doubled, up to this; a slow reader never grows its window, so what the
+    /// gateway buffers per stream stays bounded. At or below `--window`, windows stay
+    /// fixed. Default 8388608.
+    #[arg(long, value_name = "BYTES")]
+    pub max_window: Option<u32>,
     /// Log filter (tracing env-filter syntax), e.g. `info` or `outband_gateway=debug`. Default info.
     #[arg(long, value_name = "LEVEL")]
     pub log: Option<String>,
@@ -128,6 +135,8 @@ pub struct FileConfig {
     pub window: Option<u32>,
     /// See [`Cli::shared_window`].
     pub shared_window: Option<u32>,
+    /// See [`Cli::max_window`].
+    pub max_window: Option<u32>,
     /// See [`Cli::log`].
     pub log: Option<String>,
     /// See [`Cli::manager_url`].
@@ -184,6 +193,8 @@ pub struct Config {
     pub window: u32,
     /// Unacknowledged bytes per stream while streams share a connection.
     pub shared_window: u32,
+    /// The largest a stream's receive window grows to.
+    pub max_window: u32,
     /// Log filter.
     pub log: String,
     /// The manager connection; `None` = standalone.
@@ -235,6 +246,7 @@ impl Default for Config {
             max_handshakes: 256,
             window: 256 * 1024,
             shared_window: outband_proto::mux::DEFAULT_SHARED_WINDOW,
+            max_window: outband_proto::mux::DEFAULT_MAX_WINDOW,
             log: "info".to_owned(),
             manager: None,
             user_api: None,
@@ -337,6 +349,7 @@ impl Config {
                 .shared_window
                 .or(file.shared_window)
                 .unwrap_or(d.shared_window),
+            max_window: cli.max_window.or(file.max_window).unwrap_or(d.max_window),
             log: cli.log.or(file.log).unwrap_or(d.log),
             manager: None,
             user_api: None,
@@ -413,6 +426,13 @@ impl Config {
             return bad(format!(
                 "shared_window {} outside 1024..=16777216",
                 self.shared_window
+            ));
+        }
+        if self.max_window > outband_proto::mux::MAX_WINDOW {
+            return bad(format!(
+                "max_window {} over {}",
+                self.max_window,
+                outband_proto::mux::MAX_WINDOW
             ));
         }
         if let Some(u) = &self.user_api {
@@ -568,6 +588,15 @@ mod tests {
         let file: FileConfig = toml::from_str("shared_window = 65536").unwrap();
         let cfg = Config::merge(Cli::default(), file).unwrap();
         assert_eq!(cfg.shared_window, 65536);
+        let cli = Cli::parse_from(["outband-gateway", "--max-window", "16777217"]);
+        let err = Config::merge(cli, FileConfig::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("max_window 16777217 over"),
+            "{err}"
+        );
+        let file: FileConfig = toml::from_str("max_window = 0").unwrap();
+        let cfg = Config::merge(Cli::default(), file).unwrap();
+        assert_eq!(cfg.max_window, 0);
         let file: FileConfig = toml::from_str("tls_cert = \"/x.pem\"").unwrap();
         assert!(Config::merge(Cli::default(), file).is_err());
     }

@@ -151,6 +151,7 @@ pub async fn run(
             handshake_timeout: config.handshake_timeout,
             window: config.window,
             shared_window: config.shared_window,
+            max_window: config.max_window,
         },
         registry.clone(),
         metrics.clone(),

@@ -58,6 +58,7 @@ pub fn cfg(role: Role) -> MuxConfig {
         dead_after_intervals: 3,
         shared_window: 64 * 1024,
         shared_rate: outband_proto::mux::DEFAULT_SHARED_RATE,
+        max_window: 0,
     }
 }
 
@@ -181,12 +182,13 @@ impl Pair {
     pub fn read_all(&mut self, side: Side, id: u32) -> Vec<u8> {
         let mut out = Vec::new();
         let mut keep = VecDeque::new();
+        let now = self.now;
         let end = self.end(side);
         while let Some(ev) = end.events.pop_front() {
             match ev {
                 Event::Data { id: i, data } if i == id => {
                     out.extend_from_slice(&data);
-                    end.mux.release(id, data.len());
+                    end.mux.release(id, data.len(), now);
                 }
                 other => keep.push_back(other),
             }

@@ -4,6 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use outband_proto::mux::{StreamError, StreamId};
@@ -82,7 +83,7 @@ impl Stream {
         };
         let n = rs.advance(n);
         if n > 0 {
-            st.mux.release(self.id, n);
+            st.mux.release(self.id, n, Instant::now());
             if st.mux.has_transmit() {
                 st.wake_driver();
             }
@@ -153,7 +154,7 @@ impl futures_io::AsyncRead for Stream {
         };
         let n = rs.read_into(buf);
         if n > 0 {
-            st.mux.release(id, n);
+            st.mux.release(id, n, Instant::now());
             if st.mux.has_transmit() {
                 st.wake_driver();
             }

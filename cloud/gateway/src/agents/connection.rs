@@ -30,6 +30,7 @@ pub async fn run(
         peer_initial_window: est.hello.initial_window,
         heartbeat_interval: settings.heartbeat_interval,
         shared_window: settings.shared_window,
+        max_window: settings.max_window,
         ..MuxConfig::new(Role::Gateway)
     }
     .for_peer_version(est.version);

@@ -51,6 +51,8 @@ pub struct AgentSettings {
     pub window: u32,
     /// Unacknowledged bytes per stream while streams share the connection.
     pub shared_window: u32,
+    /// The largest a stream's receive window grows to.
+    pub max_window: u32,
 }
 
 /// Most connections from one address that may be in their handshake (waiting for a
