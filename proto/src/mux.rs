@@ -156,6 +156,9 @@ pub const DEFAULT_SHARED_RATE: u64 = 125_000_000;
 /// Round-trip samples [`Mux`] keeps; the smallest of them is the idle round trip.
 const RTT_SAMPLES: usize = 8;
 
+/// An empty slot in [`Mux`]'s round-trip samples.
+const NO_SAMPLE: u32 = u32::MAX;
+
 /// Smallest [`MuxConfig::shared_window`].
 const MIN_SHARED_WINDOW: u32 = 1024;
 
@@ -429,8 +432,10 @@ pub struct Mux {
     /// The heartbeat in flight: its seq, when it went out, and whether our send
     /// queues were nearly empty then (only such a heartbeat measures the idle path).
     heartbeat_out: Option<(u64, Instant, bool)>,
-    /// Round trips of heartbeats sent while idle, newest at `rtt_next - 1`.
-    rtt: [Option<Duration>; RTT_SAMPLES],
+    /// Round trips of heartbeats sent while idle, in microseconds (`NO_SAMPLE`:
+    /// none yet), newest at `rtt_next - 1`. Microseconds in a `u32` keep the
+    /// samples at 32 bytes per connection (a gateway holds thousands).
+    rtt: [u32; RTT_SAMPLES],
     rtt_next: usize,
     next_request_id: u64,
     closed: Option<ConnError>,
@@ -465,7 +470,7 @@ impl Mux {
             last_recv: now,
             heartbeat_seq: 0,
             heartbeat_out: None,
-            rtt: [None; RTT_SAMPLES],
+            rtt: [NO_SAMPLE; RTT_SAMPLES],
             rtt_next: 0,
             next_request_id: 1,
             closed: None,
@@ -893,7 +898,8 @@ impl Mux {
     /// The connection's round trip when nothing queues on it: the smallest of the
     /// recent heartbeat round trips measured while our send side was idle.
     pub fn idle_rtt(&self) -> Option<Duration> {
-        self.rtt.iter().flatten().min().copied()
+        let min = *self.rtt.iter().min().expect("RTT_SAMPLES > 0");
+        (min != NO_SAMPLE).then(|| Duration::from_micros(min.into()))
     }
 
     /// Whether the bytes we have unacknowledged, over all streams, are few enough
@@ -916,7 +922,8 @@ impl Mux {
         {
             self.heartbeat_out = None;
             if idle {
-                self.rtt[self.rtt_next] = Some(now.saturating_duration_since(at));
+                let micros = now.saturating_duration_since(at).as_micros();
+                self.rtt[self.rtt_next] = u32::try_from(micros).unwrap_or(NO_SAMPLE - 1);
                 self.rtt_next = (self.rtt_next + 1) % RTT_SAMPLES;
             }
         }
@@ -1189,12 +1196,23 @@ impl Mux {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let ev = self.events.pop_front();
+        if self.events.is_empty() && self.streams.is_empty() {
+            // An idle connection (a gateway holds thousands) keeps no queue memory
+            // between its heartbeats.
+            self.events = VecDeque::new();
+        }
+        ev
     }
 
     /// The next frame to send: control frames first, then data round robin.
     pub fn poll_transmit(&mut self) -> Option<Frame> {
         if let Some(f) = self.control.pop_front() {
+            if self.control.is_empty() && self.streams.is_empty() {
+                // As in `poll_event`: a heartbeat and its reply every interval
+                // would otherwise keep room for four frames per idle connection.
+                self.control = VecDeque::new();
+            }
             return Some(f);
         }
         while let Some(id) = self.ready.pop_front() {
