@@ -49,6 +49,9 @@ options:
   --backoff-cap-ms N         largest reconnect delay ceiling (default 30000)
   --connect-timeout-ms N     TCP connect and TLS handshake timeout (default 10000)
   --window BYTES             per-stream receive window (default 262144)
+  --max-window BYTES         largest a stream's window grows to when it moves a whole
+                             window per round trip (long paths); 0 keeps windows
+                             fixed (default 8388608, at most 16777216)
   --log LEVEL                error, warn, info, debug or trace (default info)
   --print-identity           print agent id and pairing code, then exit
   -h, --help                 this text
@@ -127,6 +130,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Per-stream receive window granted to the gateway.
     pub window: u32,
+    /// The largest a stream's receive window grows to (`MuxConfig::max_window`).
+    pub max_window: u32,
     /// Log level.
     pub log: tracing::Level,
     /// BMC discovery: ranges to scan and how; `None` when no range is configured.
@@ -173,6 +178,7 @@ struct Raw {
     backoff_cap_ms: Option<u64>,
     connect_timeout_ms: Option<u64>,
     window: Option<u64>,
+    max_window: Option<u64>,
     log: Option<String>,
     discover: Option<Vec<String>>,
     discover_rate: Option<u64>,
@@ -196,6 +202,7 @@ impl Raw {
             backoff_cap_ms: self.backoff_cap_ms.or(file.backoff_cap_ms),
             connect_timeout_ms: self.connect_timeout_ms.or(file.connect_timeout_ms),
             window: self.window.or(file.window),
+            max_window: self.max_window.or(file.max_window),
             log: self.log.or(file.log),
             discover: self.discover.or(file.discover),
             discover_rate: self.discover_rate.or(file.discover_rate),
@@ -246,6 +253,9 @@ where
                 raw.connect_timeout_ms = Some(number("--connect-timeout-ms", value(&mut parser)?)?)
             }
             Long("window") => raw.window = Some(number("--window", value(&mut parser)?)?),
+            Long("max-window") => {
+                raw.max_window = Some(number("--max-window", value(&mut parser)?)?)
+            }
             Long("log") => raw.log = Some(value(&mut parser)?),
             Long("discover") => raw
                 .discover
@@ -447,6 +457,19 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
                 "must be between 1024 and 16777216",
             )
         })?;
+    let max_window = raw
+        .max_window
+        .unwrap_or(outband_proto::mux::DEFAULT_MAX_WINDOW.into());
+    let max_window = u32::try_from(max_window)
+        .ok()
+        .filter(|w| *w <= outband_proto::mux::MAX_WINDOW)
+        .ok_or_else(|| {
+            invalid(
+                "--max-window",
+                max_window.to_string(),
+                "must be at most 16777216",
+            )
+        })?;
     let log_text = raw.log.unwrap_or_else(|| "info".into());
     let log = parse_level(&log_text).ok_or_else(|| {
         invalid(
@@ -470,6 +493,7 @@ fn validate(raw: Raw) -> Result<Config, ConfigError> {
         },
         connect_timeout: Duration::from_millis(timeout),
         window,
+        max_window,
         log,
     })
 }
@@ -548,6 +572,7 @@ mod tests {
         assert_eq!(c.backoff.cap, Duration::from_millis(30_000));
         assert_eq!(c.connect_timeout, Duration::from_secs(10));
         assert_eq!(c.window, 262_144);
+        assert_eq!(c.max_window, outband_proto::mux::DEFAULT_MAX_WINDOW);
         assert_eq!(c.log, tracing::Level::INFO);
         assert_eq!(c.join_token_file, None);
     }
@@ -593,6 +618,8 @@ mod tests {
             "250",
             "--window",
             "65536",
+            "--max-window",
+            "0",
             "--log",
             "DEBUG",
         ])
@@ -609,6 +636,7 @@ mod tests {
         assert_eq!(c.backoff.cap, Duration::from_millis(100));
         assert_eq!(c.connect_timeout, Duration::from_millis(250));
         assert_eq!(c.window, 65536);
+        assert_eq!(c.max_window, 0);
         assert_eq!(c.log, tracing::Level::DEBUG);
     }
 
@@ -701,6 +729,7 @@ mod tests {
             (&["--connect-timeout-ms", "0"], "--connect-timeout-ms"),
             (&["--window", "100"], "--window"),
             (&["--window", "99999999999"], "--window"),
+            (&["--max-window", "16777217"], "--max-window"),
             (&["--log", "loud"], "--log"),
         ];
         for (extra, name) in cases {

@@ -257,6 +257,7 @@ impl Agent {
                 initial_window: self.config.window,
                 peer_initial_window: ack.initial_window,
                 heartbeat_interval: heartbeat,
+                max_window: self.config.max_window,
                 ..MuxConfig::new(Role::Agent)
             }
             .for_peer_version(ack.version),
