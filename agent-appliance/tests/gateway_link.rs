@@ -99,6 +99,14 @@ impl ClientCertVerifier for AnyClientCert {
 }
 
 /// A TLS 1.3 gateway listener. With `send_ca`, the chain includes the CA certificate.
+/// A state directory holding `pki`'s CA as `ca.pem`, and that file's path.
+fn ca_file(pki: &Pki) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    (dir, ca)
+}
+
 async fn gateway(pki: &Pki, send_ca: bool) -> (TcpListener, TlsAcceptor) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut chain = vec![pki.leaf.clone()];
@@ -226,9 +234,7 @@ async fn send(tls: &mut TlsStream<TcpStream>, kind: frame::Kind) {
 fn hello_goaway_reconnect_then_relay() {
     run(async {
         let pki = pki();
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let (dir, ca) = ca_file(&pki);
         let echo = echo_server().await;
         let reverse = reverse_server().await;
         let closed = {
@@ -415,9 +421,7 @@ fn hello_goaway_reconnect_then_relay() {
 fn a_protocol_1_gateway_gets_the_whole_window_while_streams_share_the_connection() {
     run(async {
         let pki = pki();
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        let (dir, ca) = ca_file(&pki);
         let echo = echo_server().await;
         let (listener, acceptor) = gateway(&pki, false).await;
         let port = listener.local_addr().unwrap().port();
@@ -586,9 +590,7 @@ fn hex(b: &[u8]) -> String {
 #[test]
 fn refused_gateway_port_is_a_tcp_error() {
     run(async {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, pki().ca_pem).unwrap();
+        let (dir, ca) = ca_file(&pki());
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()

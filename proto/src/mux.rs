@@ -84,8 +84,8 @@ pub struct MuxConfig {
     /// a scheduling delay look fast there, and a grown window would only queue
     /// bytes ahead of other streams). A slow consumer releases slowly and never
     /// grows its window, so the bytes buffered per stream stay bounded by what the
-    /// application keeps up with. While streams share the
-    /// connection a window grows only while it is below the shared cap. At or below
+    /// application keeps up with. While streams share the connection a window grows
+    /// only while it is below the shared cap. At or below
     /// [`initial_window`](Self::initial_window) windows stay fixed, as they must
     /// towards a peer below protocol version 3.
     pub max_window: u32,
@@ -345,11 +345,12 @@ impl Stream {
         let raised = growth
             .filter(|_| cap.is_none_or(|c| u64::from(self.recv_window) < c))
             .and_then(|g| self.grow(grant, g));
-        let raise = raised.map_or(0, |w| w - self.recv_window);
-        if let Some(w) = raised {
+        let raise = raised.map_or(0, |w| {
+            let raise = w - self.recv_window;
             self.recv_window = w;
             self.recv_remaining += u64::from(raise);
-        }
+            raise
+        });
         Some(Frame {
             kind: Some(frame::Kind::Window(pb::WindowUpdate {
                 stream_id: id,
@@ -872,11 +873,14 @@ impl Mux {
         if self.streams.len() < 2 || self.cfg.shared_window == 0 {
             return None;
         }
-        let extra = self.idle_rtt().map_or(0, |rtt| {
-            let bytes = u128::from(self.cfg.shared_rate) * rtt.as_nanos() / 1_000_000_000;
-            u64::try_from(bytes).unwrap_or(u64::MAX)
-        });
+        let extra = self.idle_rtt().map_or(0, |rtt| self.rate_times(rtt));
         Some(u64::from(self.cfg.shared_window).saturating_add(extra))
+    }
+
+    /// What [`MuxConfig::shared_rate`] moves in `rtt`, in bytes.
+    fn rate_times(&self, rtt: Duration) -> u64 {
+        let bytes = u128::from(self.cfg.shared_rate) * rtt.as_nanos() / 1_000_000_000;
+        u64::try_from(bytes).unwrap_or(u64::MAX)
     }
 
     /// What window growth needs now, if windows may grow and a round trip has been
@@ -886,12 +890,11 @@ impl Mux {
             return None;
         }
         let rtt = self.idle_rtt()?;
-        let per_rtt = u128::from(self.cfg.shared_rate) * rtt.as_nanos() / 1_000_000_000;
         Some(Growth {
             now,
             rtt,
             max_window: self.cfg.max_window,
-            worth_growing_below: u64::try_from(2 * per_rtt).unwrap_or(u64::MAX),
+            worth_growing_below: self.rate_times(rtt).saturating_mul(2),
         })
     }
 
@@ -1197,22 +1200,14 @@ impl Mux {
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
         let ev = self.events.pop_front();
-        if self.events.is_empty() && self.streams.is_empty() {
-            // An idle connection (a gateway holds thousands) keeps no queue memory
-            // between its heartbeats.
-            self.events = VecDeque::new();
-        }
+        free_if_idle(&mut self.events, self.streams.is_empty());
         ev
     }
 
     /// The next frame to send: control frames first, then data round robin.
     pub fn poll_transmit(&mut self) -> Option<Frame> {
         if let Some(f) = self.control.pop_front() {
-            if self.control.is_empty() && self.streams.is_empty() {
-                // As in `poll_event`: a heartbeat and its reply every interval
-                // would otherwise keep room for four frames per idle connection.
-                self.control = VecDeque::new();
-            }
+            free_if_idle(&mut self.control, self.streams.is_empty());
             return Some(f);
         }
         while let Some(id) = self.ready.pop_front() {
@@ -1348,6 +1343,15 @@ shrink_if_sparse! {
     HashSet<T> => [T: std::hash::Hash + Eq],
     VecDeque<T> => [T],
     Vec<T> => [T],
+}
+
+/// Frees `queue` once it is empty on a connection without streams: an idle
+/// connection (a gateway holds thousands) would otherwise keep room for four frames
+/// or events from each heartbeat exchange.
+fn free_if_idle<T>(queue: &mut VecDeque<T>, no_streams: bool) {
+    if no_streams && queue.is_empty() && queue.capacity() > 0 {
+        *queue = VecDeque::new();
+    }
 }
 
 fn take_chunk(s: &mut Stream, max: usize) -> Bytes {

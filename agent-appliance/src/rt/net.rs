@@ -51,7 +51,7 @@ impl TcpStream {
     }
 
     /// Connects to one address without blocking the thread.
-    pub async fn connect_addr(addr: SocketAddr) -> io::Result<TcpStream> {
+    async fn connect_addr(addr: SocketAddr) -> io::Result<TcpStream> {
         let socket = Socket::new(
             Domain::for_address(addr),
             Type::STREAM.nonblocking().cloexec(),
@@ -94,21 +94,9 @@ impl TcpStream {
         self.io.local_addr()
     }
 
-    /// The peer's address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.io.peer_addr()
-    }
-
     /// Sets `TCP_NODELAY`.
     pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
         self.io.set_nodelay(on)
-    }
-}
-
-impl TcpStream {
-    /// Takes over a connected standard socket (made non-blocking here).
-    pub fn try_from_std(io: std::net::TcpStream) -> io::Result<TcpStream> {
-        TcpStream::register(io)
     }
 }
 
